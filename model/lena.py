@@ -1,0 +1,204 @@
+"""Global pooling layers: GAP, GMP, GNAP and LENA (learned top-N average pooling).
+
+Alameda-Pineda et al., "Viraliency: Pooling Local Virality", CVPR 2017, sections 3.2-3.3.
+
+For a channel map f_l with K = H*W positions and a proportion eta_l in [0, 1]:
+
+    N_l = 1 + ceil(eta_l * (K - 1))                                        (section 3.2)
+    g_l = (1 / N_l) * sum of the N_l largest values of f_l                 eq. (6)
+    dg_l / df_l(w, h) = 1 / N_l on the N_l selected positions, else 0      eq. (11)
+    dg_l / deta_l ~= (A(N_l + 1) - A(N_l - 1)) / (2 * delta)               eq. (10)
+
+with A(n) the top-n mean and delta = 1 / (K - 1); at the ends the difference is one-sided:
+(A(2) - A(1)) / delta at N = 1 and (A(K) - A(K - 1)) / delta at N = K. eta = 0 is global max
+pooling and eta = 1 global average pooling.
+
+One descending sort per channel map and one cumulative sum give A(N - 1), A(N) and A(N + 1)
+for every channel at once. The sort is stable, so ties are broken by position (the earlier
+row-major position wins) and the same input always selects, and back-propagates to, the same
+N positions. Selection and sums run in at least float32, also under fp16/bf16 autocast, so a
+half-precision input cannot change which values are selected. N is computed in float64 from
+the stored float32 eta; an eta that is a multiple of delta only in exact arithmetic (1/3, say)
+may land on the next N after float32 rounding, as with any threshold on a float.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
+
+__all__ = [
+    "POOLINGS",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "GlobalPool",
+    "LenaPool",
+    "build_pool",
+    "clamp_etas_",
+]
+
+
+def top_n_counts(eta: Tensor, k: int) -> Tensor:
+    """N = 1 + ceil(eta * (K - 1)) per channel, as int64 on eta's device. (C,) -> (C,)"""
+    n = 1 + torch.ceil(eta.detach().double().clamp(0.0, 1.0) * (k - 1))
+    return n.long()
+
+
+def _sort_desc(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Stable descending sort of the last dim, in float32 or better. (B, C, K) -> values, idx"""
+    work = x if x.dtype == torch.float64 else x.float()
+    return torch.sort(work, dim=-1, descending=True, stable=True)
+
+
+def _mask_from_sorted(order: Tensor, n: Tensor) -> Tensor:
+    """Boolean mask of the first n[c] sorted positions, scattered back to the input layout."""
+    k = order.shape[-1]
+    keep_sorted = torch.arange(k, device=order.device) < n[:, None]  # (C, K)
+    keep_sorted = keep_sorted.expand_as(order)  # (B, C, K)
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+class _TopNMean(torch.autograd.Function):
+    """Top-N mean over the last dim with the gradients of eqs. (10) and (11)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, eta: Tensor) -> Tensor:  # (B, C, K), (C,)
+        b, c, k = x.shape
+        values, order = _sort_desc(x)
+        cumsum = values.cumsum(dim=-1)  # (B, C, K): cumsum[..., n-1] = sum of the top n
+        n = top_n_counts(eta, k)  # (C,)
+
+        def top_mean(count: Tensor) -> Tensor:  # (C,) counts in [1, K] -> (B, C)
+            idx = (count - 1).view(1, c, 1).expand(b, c, 1)
+            return cumsum.gather(-1, idx).squeeze(-1) / count.to(cumsum.dtype)
+
+        pooled = top_mean(n)
+        if k > 1:
+            lower, upper = (n - 1).clamp(min=1), (n + 1).clamp(max=k)
+            # Central difference of eq. (10); one-sided where N touches 1 or K.
+            span = (upper - lower).to(cumsum.dtype) / (k - 1)  # 2*delta inside, delta at ends
+            slope = (top_mean(upper) - top_mean(lower)) / span
+        else:
+            slope = torch.zeros_like(pooled)
+        mask = _mask_from_sorted(order, n)  # (B, C, K) bool
+        ctx.save_for_backward(mask, n, slope)
+        ctx.input_dtype = x.dtype  # type: ignore[attr-defined]
+        return pooled.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        mask, n, slope = ctx.saved_tensors
+        grad_x = grad_eta = None
+        if ctx.needs_input_grad[0]:
+            share = grad_out / n.to(grad_out.dtype)  # (B, C): eq. (11)
+            grad_x = (mask * share.unsqueeze(-1)).to(ctx.input_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_eta = (grad_out.to(slope.dtype) * slope).sum(dim=0).float()  # eq. (8), (10)
+        return grad_x, grad_eta
+
+
+class GlobalPool(nn.Module):
+    """A global pooling layer (B, C, H, W) -> (B, C) that can say which positions it used.
+
+    `selection_mask` gives, per channel, the positions N_l of eq. (7) whose values enter the
+    pooled output, so a class activation map can be built from exactly what the score used.
+    """
+
+    def eta_values(self) -> Tensor:
+        """The proportion eta of each channel that is averaged, shape (C,)."""
+        raise NotImplementedError
+
+    def selection_mask(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> bool (B, C, H, W): True on the positions the pooling averages."""
+        b, c, h, w = x.shape
+        _, order = _sort_desc(x.flatten(2))
+        n = top_n_counts(self.eta_values().to(x.device), h * w)
+        return _mask_from_sorted(order, n).view(b, c, h, w)
+
+
+class GlobalAvgPool(GlobalPool):
+    """GAP, eq. (2): the mean of every position (eta = 1)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3))
+
+    def eta_values(self) -> Tensor:
+        return torch.ones(self.channels)
+
+    def selection_mask(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x, dtype=torch.bool)
+
+
+class GlobalMaxPool(GlobalPool):
+    """GMP, eq. (4): the maximum of each channel (eta = 0); ties go to the first position."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        # max over a dim back-propagates to the single returned index, as eq. (11) wants.
+        return x.flatten(2).max(dim=-1).values
+
+    def eta_values(self) -> Tensor:
+        return torch.zeros(self.channels)
+
+
+class LenaPool(GlobalPool):
+    """Global learned top-N average pooling (LENA), eqs. (6), (10), (11).
+
+    `eta` is an `nn.Parameter` of shape (C,) holding eta itself. It must stay in [0, 1]:
+    call `clamp_eta_` (or `model.lena.clamp_etas_` on a whole network) after each optimiser
+    step. With `learnable=False` this is GNAP: top-N average pooling with a fixed eta.
+    """
+
+    def __init__(self, channels: int, eta_init: float = 0.5, learnable: bool = True) -> None:
+        super().__init__()
+        if not 0.0 <= eta_init <= 1.0:
+            raise ValueError(f"eta_init must be in [0, 1], got {eta_init}")
+        self.eta = nn.Parameter(torch.full((channels,), float(eta_init)), requires_grad=learnable)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C)
+        return _TopNMean.apply(x.flatten(2), self.eta)
+
+    def eta_values(self) -> Tensor:
+        return self.eta.detach()
+
+    @torch.no_grad()
+    def clamp_eta_(self) -> None:
+        self.eta.clamp_(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        eta = self.eta.detach()
+        kind = "learned" if self.eta.requires_grad else "fixed"
+        return f"channels={eta.numel()}, eta {kind}, mean={eta.mean().item():.3f}"
+
+
+def clamp_etas_(module: nn.Module) -> None:
+    """Keep every LENA eta in [0, 1]; call after each optimiser step."""
+    for layer in module.modules():
+        if isinstance(layer, LenaPool):
+            layer.clamp_eta_()
+
+
+POOLINGS = ("gap", "gmp", "gnap", "lena")
+
+
+def build_pool(name: str, channels: int, eta_init: float = 0.5) -> GlobalPool:
+    """The pooling layer called `name` (one of POOLINGS); eta_init is used by gnap and lena."""
+    if name == "gap":
+        return GlobalAvgPool(channels)
+    if name == "gmp":
+        return GlobalMaxPool(channels)
+    if name == "gnap":
+        return LenaPool(channels, eta_init, learnable=False)
+    if name == "lena":
+        return LenaPool(channels, eta_init, learnable=True)
+    raise ValueError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")

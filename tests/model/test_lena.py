@@ -1,0 +1,173 @@
+"""LenaPool against an independent float64 reference of eqs. (6), (10) and (11)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.lena import GlobalAvgPool, GlobalMaxPool, LenaPool, build_pool, clamp_etas_
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def reference(x: np.ndarray, eta: np.ndarray, grad_out: np.ndarray):
+    """Per channel, with plain loops: forward, input gradient and eta gradient."""
+    b, c, h, w = x.shape
+    k = h * w
+    out = np.zeros((b, c))
+    grad_x = np.zeros_like(x)
+    grad_eta = np.zeros(c)
+    for i in range(b):
+        for ch in range(c):
+            v = x[i, ch].reshape(-1)
+            order = np.argsort(-v, kind="stable")  # ties: earlier position first
+            n = 1 + math.ceil(float(eta[ch]) * (k - 1))
+
+            def top_mean(m: int, v=v, order=order) -> float:
+                return float(v[order[:m]].sum() / m)
+
+            out[i, ch] = top_mean(n)
+            g = grad_x[i, ch].reshape(-1)
+            g[order[:n]] = grad_out[i, ch] / n
+            if k == 1:
+                slope = 0.0
+            elif n == 1:
+                slope = (top_mean(2) - top_mean(1)) * (k - 1)
+            elif n == k:
+                slope = (top_mean(k) - top_mean(k - 1)) * (k - 1)
+            else:
+                slope = (top_mean(n + 1) - top_mean(n - 1)) * (k - 1) / 2
+            grad_eta[ch] += grad_out[i, ch] * slope
+    return out, grad_x, grad_eta
+
+
+def run_layer(x: np.ndarray, eta: np.ndarray, grad_out: np.ndarray, device: str):
+    layer = LenaPool(x.shape[1]).to(device)
+    with torch.no_grad():
+        layer.eta.copy_(torch.from_numpy(eta))
+    xt = torch.tensor(x, dtype=torch.float64, device=device, requires_grad=True)
+    out = layer(xt)
+    out.backward(torch.tensor(grad_out, device=device))
+    return out.detach().cpu().numpy(), xt.grad.cpu().numpy(), layer.eta.grad.cpu().numpy()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    ("hw", "etas"),
+    [
+        ((7, 7), [0.0, 1.0, 0.5, 0.01, 0.99, 0.3141, 0.7777, 1 / 48 + 1e-3]),
+        ((1, 2), [0.0, 1.0, 0.4, 0.6]),  # K = 2: N is 1 or 2, both one-sided
+        ((3, 5), [0.0, 0.07, 0.5, 0.93, 1.0]),
+        ((1, 1), [0.0, 0.5]),  # K = 1: the only value, no eta gradient
+    ],
+)
+def test_matches_reference(device: str, hw: tuple[int, int], etas: list[float]) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, len(etas), *hw))
+    eta = np.array(etas)
+    grad_out = rng.normal(size=(3, len(etas)))
+    got = run_layer(x, eta, grad_out, device)
+    want = reference(x, eta.astype(np.float32), grad_out)  # the layer stores eta in float32
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12, err_msg="forward")
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-12, err_msg="grad_x")
+    # eta is a float32 parameter, so its gradient comes back in float32.
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-6, atol=1e-6, err_msg="grad_eta")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_limits_are_max_and_mean(device: str) -> None:
+    x = torch.randn(4, 6, 5, 7, device=device)
+    as_max, as_mean = LenaPool(6, eta_init=0.0).to(device), LenaPool(6, eta_init=1.0).to(device)
+    torch.testing.assert_close(as_max(x), x.amax(dim=(2, 3)), rtol=0, atol=0)
+    torch.testing.assert_close(as_mean(x), x.mean(dim=(2, 3)), rtol=1e-6, atol=1e-6)
+    x64 = x.double()
+    torch.testing.assert_close(as_mean(x64), x64.mean(dim=(2, 3)), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ties_are_deterministic_and_select_exactly_n(device: str) -> None:
+    x = torch.randint(0, 3, (2, 4, 6, 6), device=device).float()  # many ties
+    layer = LenaPool(4, eta_init=0.3).to(device)
+    n = 1 + math.ceil(float(layer.eta.detach()[0]) * 35)
+    grads = []
+    for _ in range(3):
+        xr = x.clone().requires_grad_(True)
+        layer(xr).sum().backward()
+        grads.append(xr.grad)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    assert ((grads[0] != 0).sum(dim=(2, 3)) == n).all()
+    mask = layer.selection_mask(x)
+    assert torch.equal(mask, grads[0] != 0)  # the map's positions are the gradient's
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_keeps_the_selection(device: str) -> None:
+    dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    x = torch.randn(2, 8, 7, 7, device=device).to(dtype)
+    layer = LenaPool(8, eta_init=0.37).to(device)
+    xr = x.clone().requires_grad_(True)
+    with torch.autocast(device_type=device, dtype=dtype):
+        out = layer(xr)
+    out.float().sum().backward()
+    want, want_grad, _ = reference(
+        x.double().cpu().numpy(),
+        layer.eta.detach().cpu().numpy(),
+        np.ones((2, 8)),
+    )
+    np.testing.assert_allclose(out.float().detach().cpu().numpy(), want, rtol=1e-2, atol=1e-2)
+    assert torch.equal((xr.grad != 0).cpu(), torch.from_numpy(want_grad != 0))
+    assert layer.eta.grad is not None
+    assert torch.isfinite(layer.eta.grad).all()
+
+
+def train_eta(target: str, steps: int = 60) -> float:
+    """Fit pool(x) to the max or the mean of x by moving eta alone; returns the final eta."""
+    torch.manual_seed(0)
+    layer = LenaPool(1, eta_init=0.5)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.05)
+    for _ in range(steps):
+        x = torch.randn(32, 1, 6, 6)
+        y = x.amax(dim=(2, 3)) if target == "max" else x.mean(dim=(2, 3))
+        loss = torch.nn.functional.mse_loss(layer(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        clamp_etas_(layer)
+    return float(layer.eta.detach())
+
+
+def test_eta_learns_towards_max_or_mean() -> None:
+    assert train_eta("max") < 0.15
+    assert train_eta("mean") > 0.85
+
+
+def test_eta_is_clamped_to_unit_interval() -> None:
+    layer = LenaPool(3, eta_init=0.5)
+    opt = torch.optim.SGD(layer.parameters(), lr=1e6)
+    layer(torch.randn(2, 3, 4, 4)).sum().backward()
+    opt.step()
+    clamp_etas_(layer)
+    assert (layer.eta >= 0).all()
+    assert (layer.eta <= 1).all()
+
+
+def test_baselines_by_name() -> None:
+    x = torch.randn(2, 5, 4, 4, requires_grad=True)
+    assert isinstance(build_pool("gap", 5), GlobalAvgPool)
+    assert isinstance(build_pool("gmp", 5), GlobalMaxPool)
+    gnap, lena = build_pool("gnap", 5, 0.25), build_pool("lena", 5, 0.25)
+    assert isinstance(gnap, LenaPool)
+    assert isinstance(lena, LenaPool)
+    assert not gnap.eta.requires_grad
+    assert lena.eta.requires_grad
+    torch.testing.assert_close(gnap(x), lena(x))
+    torch.testing.assert_close(build_pool("gmp", 5)(x), LenaPool(5, 0.0)(x))
+    build_pool("gmp", 5)(x).sum().backward()  # GMP sends gradient to one position per channel
+    assert ((x.grad != 0).sum(dim=(2, 3)) == 1).all()
+    with pytest.raises(ValueError, match="unknown pooling"):
+        build_pool("median", 5)
+    with pytest.raises(ValueError, match="eta_init"):
+        LenaPool(5, eta_init=1.5)
