@@ -1,0 +1,125 @@
+"""Training: the fit loop learns, the frozen-prefix path is exact, DDP runs on two CPUs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from model.cache import FromBlock, prefix_features
+from model.checkpoint import load_checkpoint
+from model.images import normalise
+from model.network import NetworkConfig, ViralityNet
+from model.train import TrainConfig, fit, pair_accuracy, predict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bright_squares(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """uint8 (N, 64, 64, 3) noise images with a square whose brightness is the score."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 80, size=(n, 64, 64, 3), dtype=np.uint8)
+    scores = rng.integers(1, 256, size=n).astype(float)
+    for img, s in zip(images, scores, strict=True):
+        y, x = rng.integers(0, 48, size=2)
+        img[y : y + 16, x : x + 16] = int(s)
+    return torch.from_numpy(images), scores
+
+
+def tiny_net() -> ViralityNet:
+    torch.manual_seed(0)
+    return ViralityNet(NetworkConfig(backbone="tiny", pooling="lena"), pretrained=False)
+
+
+def test_fit_learns_and_moves_eta() -> None:
+    train_images, train_scores = bright_squares(128, seed=0)
+    val_images, val_scores = bright_squares(64, seed=1)
+    model = FromBlock(tiny_net(), 0)
+    eta_before = model.net.pool.eta.detach().clone()
+    cfg = TrainConfig(epochs=2, pairs_per_epoch=384, batch_pairs=32, lr=3e-3, seed=0)
+    before = pair_accuracy(predict(model, val_images, torch.device("cpu")), _pairs(val_scores))
+    result = fit(model, train_images[None], train_scores, val_images, val_scores, cfg)
+    assert result.best_val_acc > 0.85 > before
+    assert len(result.history) == 2
+    assert not torch.equal(model.net.pool.eta.detach(), eta_before)
+    assert ((model.net.pool.eta >= 0) & (model.net.pool.eta <= 1)).all()
+
+
+def _pairs(scores: np.ndarray) -> np.ndarray:
+    hi, lo = np.nonzero(scores[:, None] + 1 >= 2 * (scores[None, :] + 1))
+    return np.stack([hi, lo], axis=1)
+
+
+def test_frozen_prefix_path_equals_the_whole_network() -> None:
+    net = tiny_net().eval()
+    views, _ = bright_squares(8, seed=2)
+    model = FromBlock(net, 2)
+    cached = prefix_features(model, views[None], torch.device("cpu"))[0].float()
+    with torch.no_grad():
+        whole = net(normalise(views, net.preprocessing))
+        torch.testing.assert_close(model(cached), whole, rtol=2e-3, atol=2e-3)  # fp16 cache
+    assert not any(p.requires_grad for p in model.prefix.parameters())
+
+
+def write_dataset(folder: Path, n: int = 48) -> Path:
+    images, scores = bright_squares(n, seed=3)
+    folder.mkdir()
+    with (folder / "scores.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "score"])
+        for i, (img, score) in enumerate(zip(images.numpy(), scores, strict=True)):
+            cv2.imwrite(str(folder / f"{i}.png"), img)
+            writer.writerow([f"{i}.png", score])
+    return folder / "scores.csv"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
+    csv_path = write_dataset(tmp_path / "data")
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "model.train",
+        "--data",
+        str(csv_path),
+        "--data-format",
+        "scores",
+        "--backbone",
+        "tiny",
+        "--freeze-blocks",
+        "0",
+        "--views",
+        "1",
+        "--epochs",
+        "2",
+        "--pairs-per-epoch",
+        "64",
+        "--batch-pairs",
+        "8",
+        "--val-fraction",
+        "0.25",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 of 2" in done.stderr
+    assert "rank 1 of 2" in done.stderr
+    net, info = load_checkpoint(tmp_path / "run")
+    assert info.calibration is not None
+    assert len(info.metrics["history"]) == 2
+    assert len(info.training["data"]["split"]["val"]) == 12
