@@ -54,7 +54,7 @@ def test_mismatch_names_what_differs(tmp_path: Path) -> None:
 
 
 def test_missing_and_foreign_files(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="config.json not found"):
+    with pytest.raises(CheckpointError, match=r"config\.json not found"):
         load_checkpoint(tmp_path)
     _, folder = saved(tmp_path)
     (folder / "model.safetensors").write_bytes(b"\x80\x04 not safetensors")

@@ -119,7 +119,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 0 of 2" in done.stderr
     assert "rank 1 of 2" in done.stderr
-    net, info = load_checkpoint(tmp_path / "run")
+    _, info = load_checkpoint(tmp_path / "run")
     assert info.calibration is not None
     assert len(info.metrics["history"]) == 2
     assert len(info.training["data"]["split"]["val"]) == 12
