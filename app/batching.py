@@ -1,0 +1,249 @@
+"""Dynamic batching: one worker thread per device turns single images into batches.
+
+    submit -> queue -> collect_batch -> predict -> results, in each job's own future
+
+A batch closes at `max_batch_size` images or `max_wait_s` after its first image (a monotonic
+deadline), whichever comes first, so images from concurrent requests share a forward pass.
+Admission is bounded: a `Reservation` holds slots for a request's images from before they are
+decoded until each is scored, and `reserve` refuses at once when the slots are gone. A batch
+that fails (CUDA out of memory, or any error) is split in halves and retried, down to single
+images, so one bad image fails only its own request. Nothing here knows about HTTP or torch
+models: `predict` is any function from a list of payloads to a list of results.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import torch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class QueueFullError(Exception):
+    """No slots left for the images of this request."""
+
+
+class ShuttingDownError(Exception):
+    """The batcher no longer admits new work."""
+
+
+@dataclass(eq=False)
+class Job(Generic[T, R]):
+    payload: T
+    future: Future[R] = field(default_factory=Future)
+
+
+JobQueue = queue.SimpleQueue[Job[T, R] | None]  # None asks the worker to stop
+
+
+def collect_batch(
+    jobs: JobQueue[T, R],
+    max_size: int,
+    max_wait_s: float,
+    nothing_coming: Callable[[int], bool] | None = None,
+) -> list[Job[T, R]]:
+    """Block for a first job, then take more until `max_size` or its deadline.
+
+    With `nothing_coming`, the batch also closes as soon as the queue is empty and
+    `nothing_coming(len(batch))` says no other admitted image is on its way, so a lone request
+    does not wait out the deadline. Returns [] when the stop sentinel comes first; a sentinel
+    met later is put back, so the batch in hand is still run and the worker stops next call.
+    """
+    first = jobs.get()
+    if first is None:
+        return []
+    batch = [first]
+    deadline = time.monotonic() + max_wait_s
+    while len(batch) < max_size:
+        if nothing_coming is not None and jobs.empty() and nothing_coming(len(batch)):
+            break
+        remaining = deadline - time.monotonic()
+        try:
+            job = jobs.get(timeout=remaining) if remaining > 0 else jobs.get_nowait()
+        except queue.Empty:
+            break
+        if job is None:
+            jobs.put(None)
+            break
+        batch.append(job)
+    return batch
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+class Reservation(Generic[T, R]):
+    """Slots for one request's images; unused slots go back on `release` (or `with` exit)."""
+
+    def __init__(self, batcher: Batcher[T, R], count: int) -> None:
+        self._batcher = batcher
+        self._unsubmitted = count
+
+    def submit(self, payloads: Sequence[T]) -> list[Future[R]]:
+        """Queue the payloads, in order; each result arrives in its own future."""
+        if len(payloads) > self._unsubmitted:
+            raise ValueError(f"{len(payloads)} payloads for {self._unsubmitted} reserved slots")
+        self._unsubmitted -= len(payloads)
+        return self._batcher._enqueue(payloads)
+
+    def release(self) -> None:
+        self._batcher._release(self._unsubmitted)
+        self._unsubmitted = 0
+
+    def __enter__(self) -> Reservation[T, R]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Batcher(Generic[T, R]):
+    """A bounded queue drained in batches by one worker thread that calls `predict`."""
+
+    def __init__(
+        self,
+        predict: Callable[[list[T]], Sequence[R]],
+        max_batch_size: int,
+        max_wait_s: float,
+        max_pending: int,
+        on_batch: Callable[[int], None] | None = None,
+        name: str = "batcher",
+        close_when_idle: bool = False,
+    ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending
+        self._on_batch = on_batch
+        self.close_when_idle = close_when_idle
+        self._jobs: JobQueue[T, R] = queue.SimpleQueue()
+        self._pending = 0  # reserved slots: images admitted and not yet scored
+        self._accepting = True
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self.recent_batch_sizes: deque[int] = deque(maxlen=1000)  # for debugging and tests
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def reserve(self, count: int) -> Reservation[T, R]:
+        """Admit `count` images or refuse at once (QueueFullError, ShuttingDownError)."""
+        with self._changed:
+            if not self._accepting:
+                raise ShuttingDownError("the service is shutting down")
+            if self._pending + count > self.max_pending:
+                raise QueueFullError(
+                    f"{self._pending} images are queued; {count} more would exceed "
+                    f"the bound of {self.max_pending}"
+                )
+            self._pending += count
+        return Reservation(self, count)
+
+    def close(self) -> None:
+        """Admit nothing new; work already reserved is still scored."""
+        with self._changed:
+            self._accepting = False
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every admitted image has been scored; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._pending == 0, timeout)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """close -> drain -> stop the worker. True when everything admitted was scored."""
+        self.close()
+        drained = self.drain(timeout)
+        self._jobs.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return drained
+
+    def _enqueue(self, payloads: Sequence[T]) -> list[Future[R]]:
+        jobs: list[Job[T, R]] = [Job(payload) for payload in payloads]
+        for job in jobs:
+            self._jobs.put(job)
+        return [job.future for job in jobs]
+
+    def _release(self, count: int) -> None:
+        if count:
+            with self._changed:
+                self._pending -= count
+                self._changed.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            batch = collect_batch(
+                self._jobs,
+                self.max_batch_size,
+                self.max_wait_s,
+                self._nothing_coming if self.close_when_idle else None,
+            )
+            if not batch:
+                return
+            # A request that gave up (deadline) cancelled its futures: skip those images.
+            live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            self._release(len(batch) - len(live))
+            if live:
+                self.recent_batch_sizes.append(len(live))
+                if self._on_batch is not None:
+                    self._on_batch(len(live))
+                self._run(live)
+
+    def _nothing_coming(self, collected: int) -> bool:
+        # Every earlier batch is finished, so pending = this batch + queued + still decoding.
+        return self._pending <= collected
+
+    def _run(self, jobs: list[Job[T, R]]) -> None:
+        try:
+            results = self._predict([job.payload for job in jobs])
+            if len(results) != len(jobs):
+                raise RuntimeError(f"predict returned {len(results)} results for {len(jobs)}")
+        except Exception as exc:
+            self._recover(jobs, exc)
+            return
+        for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
+            self._release(1)
+
+    def _recover(self, jobs: list[Job[T, R]], exc: Exception) -> None:
+        if len(jobs) == 1:
+            if not is_out_of_memory(exc):
+                log.error("predict failed on one image", exc_info=exc)
+            jobs[0].future.set_exception(exc)
+            self._release(1)
+            return
+        if is_out_of_memory(exc):
+            log.warning("out of memory on a batch of %d; splitting it", len(jobs))
+            torch.cuda.empty_cache()
+        else:
+            log.warning("batch of %d failed (%r); retrying in halves", len(jobs), exc)
+        half = len(jobs) // 2
+        self._run(jobs[:half])
+        self._run(jobs[half:])

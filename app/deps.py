@@ -1,0 +1,40 @@
+"""Dependencies as `Annotated` aliases, so route signatures stay one line each."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.errors import ApiError
+from app.metrics import Metrics
+from app.service import Service
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_service(request: Request) -> Service:
+    service: Service | None = request.app.state.service
+    if service is None:
+        retry = str(get_settings(request).retry_after_s)
+        raise ApiError(
+            503,
+            "not_ready",
+            "the model is not loaded yet; retry shortly",
+            headers={"Retry-After": retry},
+        )
+    return service
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ServiceDep = Annotated[Service, Depends(get_service)]

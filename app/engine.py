@@ -1,0 +1,131 @@
+"""The network on its device: checkpoint loading, warm-up and one batched forward pass.
+
+    uint8 (B, S, S, 3) -> device -> float, /255, -mean, /std -> (B, 3, S, S) -> viraliency()
+
+The uint8 batch crosses to the device (4x fewer bytes than float32) and is normalised there.
+On CUDA the forward runs under fp16 autocast; on the CPU in float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from model.checkpoint import CheckpointInfo, load_checkpoint
+from model.images import normalise
+from model.network import ViralityNet
+
+log = logging.getLogger(__name__)
+
+ViraliencyMap = NDArray[np.float32]  # (h, w) at feature resolution
+
+
+@dataclass(frozen=True)
+class Prediction:
+    score: float  # raw s(I)
+    viraliency: ViraliencyMap  # eq. (7), (h, w)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; an explicit CUDA device must exist."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"device {requested!r} requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) are visible"
+            )
+    return device
+
+
+class Engine:
+    """A loaded ViralityNet plus its preprocessing; `predict` is called by one thread only."""
+
+    def __init__(self, net: ViralityNet, info: CheckpointInfo, device: torch.device) -> None:
+        self.net = net
+        self.info = info
+        self.device = device
+        self.input_size = info.preprocessing.input_size
+        self.description = info.to_json(net)  # eta is fixed at inference: describe once
+
+    @classmethod
+    def load(cls, folder: Path, device: str) -> Engine:
+        started = time.perf_counter()
+        resolved = resolve_device(device)
+        net, info = load_checkpoint(folder, resolved)
+        log.info(
+            "checkpoint loaded",
+            extra={
+                "event": "model_loaded",
+                "checkpoint": str(folder),
+                "device": str(resolved),
+                "device_name": _device_name(resolved),
+                "backbone": info.network.backbone,
+                "pooling": info.network.pooling,
+                "input_size": info.preprocessing.input_size,
+                "calibrated": info.calibration is not None,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        return cls(net, info, resolved)
+
+    def percentile(self, score: float) -> float | None:
+        calibration = self.info.calibration
+        return None if calibration is None else calibration.percentile(score)
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def to_input(self, pixels: NDArray[np.uint8]) -> torch.Tensor:
+        """(B, S, S, 3) uint8 RGB on the host -> (B, 3, S, S) normalised float32 on the device."""
+        batch = torch.from_numpy(pixels)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        return normalise(batch, self.info.preprocessing)
+
+    @torch.inference_mode()
+    def predict(self, images: list[NDArray[np.uint8]]) -> list[Prediction]:
+        """Score a batch of squashed (S, S, 3) uint8 RGB images; one Prediction each, in order."""
+        x = self.to_input(np.stack(images))
+        with self._autocast():
+            scores, maps = self.net.viraliency(x)  # (B,), (B, h, w)
+        scores_np = scores.float().cpu().numpy()
+        maps_np = maps.float().cpu().numpy()
+        return [Prediction(float(s), m) for s, m in zip(scores_np, maps_np, strict=True)]
+
+    def warm_up(self, batch_size: int) -> None:
+        """Run dummy batches (1 and the largest) so the first request pays no set-up costs."""
+        started = time.perf_counter()
+        blank = np.full((self.input_size, self.input_size, 3), 127, dtype=np.uint8)
+        for size in sorted({1, batch_size}):
+            self.predict([blank] * size)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        log.info(
+            "warm-up done",
+            extra={
+                "event": "warmed_up",
+                "batch_sizes": sorted({1, batch_size}),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} torch threads)"

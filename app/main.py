@@ -1,0 +1,75 @@
+"""The FastAPI app: `create_app(settings)` for uvicorn (--factory) and tests, `run` for the CLI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.middleware import ObserveRequests
+from app.routers import compare, health, heatmap, metrics, model, regions, score
+from app.service import Service
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Scores how viral an image is likely to be and shows where: a siamese CNN with LENA pooling
+(Alameda-Pineda et al., *Viraliency: Pooling Local Virality*, CVPR 2017).
+
+Errors are JSON: `{"error": {"code": "...", "message": "...", "accepted": [...]}}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+    registry = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            service = await Service.start(settings, registry)
+        except Exception as exc:
+            log.error("startup failed: %s", exc, extra={"event": "startup_failed"})
+            raise
+        app.state.service = service
+        try:
+            yield
+        finally:
+            # uvicorn gets here on SIGTERM after its connections closed; stop() still drains.
+            await service.stop()
+
+    app = FastAPI(
+        title="Viraliency",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = registry
+    app.state.service = None
+    install_error_handlers(app)
+    app.add_middleware(ObserveRequests, metrics=registry)
+    for module in (score, compare, heatmap, regions, model, health, metrics):
+        app.include_router(module.router)
+    return app
+
+
+def run() -> None:
+    """Console entry point: serve on settings.host:settings.port."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )

@@ -1,0 +1,56 @@
+"""Prometheus metrics, in a registry of the app's own (two apps in one process never clash)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "viraliency_requests",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "viraliency_request_duration_seconds",
+            "Time from request start to the end of the response, by route and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "viraliency_batch_size",
+            "Images per forward pass.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "viraliency_queue_depth",
+            "Images admitted and not yet scored.",
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "viraliency_rejections",
+            "Requests refused, by reason (the error code of the JSON answer).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.heatmap_store_items = Gauge(
+            "viraliency_heatmap_store_items",
+            "Images kept for GET /heatmap.",
+            registry=self.registry,
+        )
+        self.heatmap_store_bytes = Gauge(
+            "viraliency_heatmap_store_bytes",
+            "Bytes kept for GET /heatmap.",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,68 @@
+"""GET /regions (by id) and POST /regions (one upload): virally salient regions as boxes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from app.deps import ServiceDep
+from app.regions import salient_regions
+from app.routers.heatmap import ImageId
+from app.schemas import RegionBox, RegionsResponse, error_responses
+from app.store import StoredImage
+from app.uploads import UploadRoute, read_upload
+
+router = APIRouter(tags=["explanation"], route_class=UploadRoute)
+
+Threshold = Annotated[
+    float,
+    Query(
+        gt=0.0,
+        le=1.0,
+        description="Keep pixels whose map value is at least this fraction of the maximum "
+        "(the CAM paper uses 0.2).",
+    ),
+]
+MaxRegions = Annotated[int, Query(ge=1, le=100, description="Most boxes to return.")]
+
+
+async def _regions(
+    service: ServiceDep, image_id: str, stored: StoredImage, threshold: float, limit: int
+) -> RegionsResponse:
+    found = await service.in_pool(
+        salient_regions, stored.viraliency, stored.width, stored.height, threshold, limit
+    )
+    return RegionsResponse(
+        image_id=image_id,
+        width=stored.width,
+        height=stored.height,
+        threshold=threshold,
+        regions=[RegionBox(**vars(region)) for region in found],
+    )
+
+
+@router.get("/regions", responses=error_responses(404, 422), summary="Salient regions by id")
+async def get_regions(
+    image_id: ImageId, service: ServiceDep, threshold: Threshold = 0.2, max_regions: MaxRegions = 10
+) -> RegionsResponse:
+    """Boxes around the parts of a recently scored image's map above threshold x its maximum."""
+    return await _regions(service, image_id, service.stored(image_id), threshold, max_regions)
+
+
+@router.post(
+    "/regions",
+    responses=error_responses(400, 413, 415, 422, 503, 504),
+    summary="Salient regions of an upload",
+)
+async def post_regions(
+    image: Annotated[UploadFile, File(description="The image.")],
+    service: ServiceDep,
+    threshold: Threshold = 0.2,
+    max_regions: MaxRegions = 10,
+) -> RegionsResponse:
+    """Scores the upload, keeps it like /score does, and answers its salient regions."""
+    upload = await read_upload(image, "image", service.settings)
+    (scored,) = await service.score([upload])
+    stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
+    return await _regions(service, scored.image_id, stored, threshold, max_regions)

@@ -1,0 +1,42 @@
+"""POST /score and POST /rank: one or more uploads in the field `images`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+
+from app.deps import ServiceDep
+from app.routers.entries import score_entry
+from app.schemas import RankedEntry, RankResponse, ScoreResponse, error_responses
+from app.uploads import UploadRoute, read_uploads
+
+router = APIRouter(tags=["scoring"], route_class=UploadRoute)
+
+Images = Annotated[
+    list[UploadFile],
+    File(description="One or more images (JPEG, PNG, WebP, BMP, TIFF, GIF), repeated field."),
+]
+ERRORS = error_responses(400, 413, 415, 422, 503, 504)
+
+
+@router.post("/score", responses=ERRORS, summary="Score images for virality")
+async def score(images: Images, service: ServiceDep, request: Request) -> ScoreResponse:
+    """Per image, in upload order: its id (SHA-256 of the bytes), the raw score s(I), its
+    percentile among the checkpoint's calibration images and the URL of its heatmap."""
+    uploads = await read_uploads(images, "images", service.settings)
+    results = await service.score(uploads)
+    return ScoreResponse(results=[score_entry(request, r) for r in results])
+
+
+@router.post("/rank", responses=ERRORS, summary="Order images from most to least viral")
+async def rank(images: Images, service: ServiceDep, request: Request) -> RankResponse:
+    """The uploads sorted by score, highest first (ties keep upload order)."""
+    uploads = await read_uploads(images, "images", service.settings)
+    results = await service.score(uploads)
+    order = sorted(range(len(results)), key=lambda i: -results[i].score)
+    ranking = [
+        RankedEntry(**score_entry(request, results[i]).model_dump(), rank=position, index=i)
+        for position, i in enumerate(order, start=1)
+    ]
+    return RankResponse(ranking=ranking)

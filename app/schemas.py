@@ -1,0 +1,134 @@
+"""Response bodies, with the descriptions and examples the OpenAPI docs show."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+EXAMPLE_ID = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+class ScoreEntry(BaseModel):
+    image_id: str = Field(
+        description="Hex SHA-256 of the uploaded bytes; names the image in GET /heatmap.",
+        examples=[EXAMPLE_ID],
+    )
+    score: float = Field(description="The network's raw virality score s(I).", examples=[1.73])
+    percentile: float | None = Field(
+        description="Where the score falls among the checkpoint's calibration images, 0-100 "
+        "(null when the checkpoint has no calibration table).",
+        examples=[87.5],
+    )
+    heatmap_url: str = Field(
+        description="Where the image's viraliency heatmap can be fetched while it is kept.",
+        examples=[f"/heatmap?image_id={EXAMPLE_ID}"],
+    )
+    width: int = Field(description="Image width in pixels, after EXIF orientation.", examples=[640])
+    height: int = Field(
+        description="Image height in pixels, after EXIF orientation.", examples=[480]
+    )
+
+
+class ScoreResponse(BaseModel):
+    results: list[ScoreEntry] = Field(description="One entry per uploaded image, in upload order.")
+
+
+class CompareResponse(BaseModel):
+    probability_a_more_viral: float = Field(
+        description="sigmoid(s(a) - s(b)): the network's probability that image_a is more viral.",
+        examples=[0.81],
+    )
+    winner: Literal["a", "b"] = Field(
+        description='"a" when s(a) >= s(b), else "b".', examples=["a"]
+    )
+    a: ScoreEntry = Field(description="image_a, as in /score.")
+    b: ScoreEntry = Field(description="image_b, as in /score.")
+
+
+class RankedEntry(ScoreEntry):
+    rank: int = Field(description="1 for the most viral image.", examples=[1])
+    index: int = Field(description="Position of the image in the upload, from 0.", examples=[2])
+
+
+class RankResponse(BaseModel):
+    ranking: list[RankedEntry] = Field(description="The uploaded images, most viral first.")
+
+
+class RegionBox(BaseModel):
+    x: int = Field(description="Left edge in image pixels.", examples=[112])
+    y: int = Field(description="Top edge in image pixels.", examples=[40])
+    width: int = Field(description="Box width in pixels.", examples=[230])
+    height: int = Field(description="Box height in pixels.", examples=[180])
+    peak: float = Field(description="Largest viraliency map value (eq. 7) inside.", examples=[0.9])
+    mean: float = Field(description="Mean viraliency map value inside.", examples=[0.41])
+
+
+class RegionsResponse(BaseModel):
+    image_id: str = Field(description="Hex SHA-256 of the image.", examples=[EXAMPLE_ID])
+    width: int = Field(description="Image width in pixels.", examples=[640])
+    height: int = Field(description="Image height in pixels.", examples=[480])
+    threshold: float = Field(
+        description="Fraction of the map's maximum a pixel must reach to be in a region.",
+        examples=[0.2],
+    )
+    regions: list[RegionBox] = Field(description="Salient regions, highest peak first.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = Field(examples=["ok"])
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"] = Field(examples=["ready"])
+    device: str | None = Field(description="Device the model runs on.", examples=["cuda:0"])
+    queued_images: int = Field(description="Images admitted and not yet scored.", examples=[3])
+
+
+class ModelResponse(BaseModel):
+    """The checkpoint's own description (config.json), with the device it runs on."""
+
+    device: str = Field(examples=["cuda:0"])
+    checkpoint: dict[str, Any] = Field(
+        description="network (backbone, pooling, eta_init, objectness_classes), preprocessing, "
+        "eta summary, calibration, training (data, licence) and metrics.",
+        examples=[
+            {
+                "network": {"backbone": "mobilenet_v2", "pooling": "lena", "eta_init": 0.5},
+                "preprocessing": {"input_size": 224, "resize": "squash"},
+                "eta": {"mean": 0.31, "min": 0.02, "max": 0.97},
+                "training": {"data": "...", "licence": "..."},
+            }
+        ],
+    )
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable reason.", examples=["corrupt_image"])
+    message: str = Field(
+        description="What is wrong and how to fix it.",
+        examples=["images[0] ('a.jpg') could not be decoded; the file is corrupt or truncated."],
+    )
+    accepted: list[str] | None = Field(
+        None,
+        description="Accepted image formats, for errors about an upload.",
+        examples=[["JPEG", "PNG", "WebP", "BMP", "TIFF", "GIF (first frame)"]],
+    )
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give."""
+    meaning = {
+        400: "Empty, corrupt or truncated upload.",
+        404: "Unknown or expired image_id.",
+        413: "Upload, pixel count or number of images over the limit.",
+        415: "Not an image in an accepted format.",
+        422: "Missing or invalid field or parameter.",
+        503: "Queue full, shutting down or not ready (see Retry-After).",
+        504: "Not scored before the request deadline.",
+    }
+    return {s: {"model": ErrorResponse, "description": meaning[s]} for s in statuses}

@@ -1,0 +1,81 @@
+"""The service's one settings object, read from `VIRALIENCY_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 4
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is `VIRALIENCY_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VIRALIENCY_", frozen=True, extra="ignore")
+
+    checkpoint: Path = Field(
+        default=Path("weights"), description="Checkpoint folder (config.json + model.safetensors)."
+    )
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+    )
+    max_batch_size: int = Field(default=64, ge=1, description="Most images in one forward pass.")
+    max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="A batch closes this long after its first image at the latest.",
+    )
+    batch_close_when_idle: bool = Field(
+        default=False,
+        description="Also close a batch as soon as no other admitted image is queued or "
+        "being decoded: a lone request skips max_wait_ms.",
+    )
+    max_queued_images: int = Field(
+        default=1024, ge=1, description="Images admitted and not yet scored; beyond it: 503."
+    )
+    request_deadline_s: float = Field(
+        default=10.0, gt=0, description="A request not scored within this time gets 504."
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 2**20, ge=1, description="Largest file per upload: 413."
+    )
+    max_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest width x height, read from the header: 413."
+    )
+    max_images_per_request: int = Field(
+        default=32, ge=1, description="Most files per request: 413."
+    )
+    heatmap_store_max_items: int = Field(
+        default=10_000, ge=1, description="Most images kept for /heatmap."
+    )
+    heatmap_store_max_bytes: int = Field(
+        default=256 * 2**20, ge=1, description="Most bytes kept for /heatmap (uploads and maps)."
+    )
+    heatmap_ttl_s: float = Field(
+        default=900.0, gt=0, description="How long a scored image's map is kept."
+    )
+    decode_threads: int = Field(
+        default_factory=_cpu_count, ge=1, description="Threads decoding and resizing uploads."
+    )
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After header on 503 answers.")
+    shutdown_timeout_s: float = Field(
+        default=30.0, ge=0, description="Longest wait on shutdown for accepted images to be scored."
+    )
+    host: str = Field(
+        default="127.0.0.1", description="Address to listen on (0.0.0.0 in a container)."
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the JSON-lines log on stderr."
+    )

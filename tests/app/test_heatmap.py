@@ -1,0 +1,164 @@
+"""GET/POST /heatmap and /regions: sizes, formats, modes, the store's bounds and expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import Serve
+from .imaging import encode, jpeg, multipart, photo
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+async def scored_id(client: httpx.AsyncClient, data: bytes) -> str:
+    response = await client.post("/score", files=multipart(data))
+    assert response.status_code == 200, response.text
+    image_id: str = response.json()["results"][0]["image_id"]
+    return image_id
+
+
+async def heatmap(client: httpx.AsyncClient, image_id: str, **params: Any) -> httpx.Response:
+    return await client.get("/heatmap", params={"image_id": image_id, **params})
+
+
+async def test_a_heatmap_is_a_png_at_the_images_own_size(client: httpx.AsyncClient) -> None:
+    image_id = await scored_id(client, jpeg(150, 70, seed=1))
+    response = await heatmap(client, image_id)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(response.content)) as image:
+        assert (image.format, image.size, image.mode) == ("PNG", (150, 70), "RGB")
+
+
+async def test_jpeg_format(client: httpx.AsyncClient) -> None:
+    image_id = await scored_id(client, jpeg(100, 90, seed=2))
+    response = await heatmap(client, image_id, format="jpeg")
+    assert response.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(response.content)) as image:
+        assert (image.format, image.size) == ("JPEG", (100, 90))
+
+
+async def test_alpha_blends_between_the_photo_and_the_plain_map(
+    client: httpx.AsyncClient,
+) -> None:
+    original = photo(120, 90, seed=3)
+    image_id = await scored_id(client, encode(original, "PNG"))
+    photo_only = pixels((await heatmap(client, image_id, alpha=0.0)).content)
+    np.testing.assert_array_equal(photo_only, original)
+    map_only = pixels((await heatmap(client, image_id, alpha=1.0)).content)
+    plain = pixels((await heatmap(client, image_id, mode="map")).content)
+    np.testing.assert_array_equal(map_only, plain)
+    half = pixels((await heatmap(client, image_id)).content).astype(int)
+    assert np.abs(half - (original.astype(int) + plain) / 2).max() <= 1
+
+
+async def test_plain_map_uses_the_requested_opencv_colormap(client: httpx.AsyncClient) -> None:
+    image_id = await scored_id(client, jpeg(64, 64, seed=4))
+    for name, code in [("jet", cv2.COLORMAP_JET), ("viridis", cv2.COLORMAP_VIRIDIS)]:
+        plain = pixels((await heatmap(client, image_id, mode="map", colormap=name)).content)
+        lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], code)[:, 0, ::-1]
+        colours = {tuple(c) for c in lut.tolist()}
+        assert {tuple(c) for c in plain.reshape(-1, 3).tolist()} <= colours
+        assert len({tuple(c) for c in plain.reshape(-1, 3).tolist()}) > 10
+
+
+async def test_bad_heatmap_parameters_are_422(client: httpx.AsyncClient) -> None:
+    image_id = await scored_id(client, jpeg(seed=5))
+    bad: list[dict[str, Any]] = [
+        {"colormap": "nope"},
+        {"format": "gif"},
+        {"alpha": 2},
+        {"mode": "x"},
+    ]
+    for params in bad:
+        response = await heatmap(client, image_id, **params)
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_request"
+    assert (await client.get("/heatmap", params={"image_id": "xyz"})).status_code == 422
+
+
+async def test_an_unknown_id_is_404(client: httpx.AsyncClient) -> None:
+    response = await heatmap(client, hashlib.sha256(b"never scored").hexdigest())
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_image_id"
+
+
+async def test_ids_expire(serve: Serve) -> None:
+    async with serve(heatmap_ttl_s=0.3) as (_, client):
+        image_id = await scored_id(client, jpeg(seed=6))
+        assert (await heatmap(client, image_id)).status_code == 200
+        await asyncio.sleep(0.4)
+        response = await heatmap(client, image_id)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "unknown_image_id"
+
+
+async def test_the_store_keeps_at_most_max_items(serve: Serve) -> None:
+    async with serve(heatmap_store_max_items=2) as (app, client):
+        ids = [await scored_id(client, jpeg(seed=s)) for s in range(3)]
+        statuses = [(await heatmap(client, i)).status_code for i in ids]
+        assert statuses == [404, 200, 200]
+        assert len(app.state.service.store) == 2
+
+
+async def test_the_store_keeps_at_most_max_bytes(serve: Serve) -> None:
+    images = [jpeg(160, 120, seed=s) for s in range(4)]
+    budget = len(images[2]) + len(images[3]) + 2 * 4096  # room for two uploads and their maps
+    async with serve(heatmap_store_max_bytes=budget) as (app, client):
+        ids = [await scored_id(client, data) for data in images]
+        statuses = [(await heatmap(client, i)).status_code for i in ids]
+        assert statuses == [404, 404, 200, 200]
+        assert app.state.service.store.nbytes <= budget
+
+
+async def test_post_heatmap_is_stateless(client: httpx.AsyncClient) -> None:
+    data = jpeg(130, 60, seed=7)
+    response = await client.post(
+        "/heatmap", files={"image": ("a.jpg", data)}, params={"mode": "map"}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-image-id"] == hashlib.sha256(data).hexdigest()
+    with Image.open(io.BytesIO(response.content)) as image:
+        assert image.size == (130, 60)
+    assert (await heatmap(client, response.headers["x-image-id"])).status_code == 404
+    bad = await client.post("/heatmap", files={"image": ("a.txt", b"text")})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (415, "unsupported_format")
+
+
+async def test_regions_are_boxes_inside_the_image(client: httpx.AsyncClient) -> None:
+    data = jpeg(160, 120, seed=8)
+    posted = await client.post("/regions", files={"image": ("a.jpg", data)})
+    assert posted.status_code == 200, posted.text
+    body = posted.json()
+    assert body["image_id"] == hashlib.sha256(data).hexdigest()
+    assert (body["width"], body["height"], body["threshold"]) == (160, 120, 0.2)
+    by_id = await client.get("/regions", params={"image_id": body["image_id"], "threshold": 0.2})
+    assert by_id.json() == body
+    for box in body["regions"]:
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 160
+        assert box["y"] >= 0
+        assert box["y"] + box["height"] <= 120
+        assert box["peak"] >= box["mean"] > 0
+    peaks = [box["peak"] for box in body["regions"]]
+    assert peaks == sorted(peaks, reverse=True)
+    strict = await client.get("/regions", params={"image_id": body["image_id"], "threshold": 1.0})
+    assert len(strict.json()["regions"]) <= max(1, len(body["regions"]))
+
+
+@pytest.mark.parametrize("path", ["/heatmap", "/regions"])
+async def test_get_by_unknown_id_is_404(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path, params={"image_id": "0" * 64})
+    assert response.status_code == 404

@@ -1,0 +1,204 @@
+"""Operations: health, readiness, metrics, /model, OpenAPI, overload, deadlines, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.main import create_app
+from app.settings import Settings
+
+from .conftest import TRAINING, Serve
+from .imaging import jpeg, multipart
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_healthz_and_readyz_when_running(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["device"] == "cpu"
+
+
+async def test_before_startup_only_healthz_answers_200(
+    settings_for: Callable[..., Settings],
+) -> None:
+    app = create_app(settings_for())  # lifespan not run: the model is not loaded
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.json()["error"]["code"]) == (503, "not_ready")
+        scored = await client.post("/score", files=multipart(jpeg()))
+        assert (scored.status_code, scored.json()["error"]["code"]) == (503, "not_ready")
+        assert "retry-after" in scored.headers
+
+
+async def test_a_broken_checkpoint_fails_startup_with_a_clear_message(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    app = create_app(settings_for(checkpoint=tmp_path))
+    with pytest.raises(Exception, match=r"config\.json"):
+        async with LifespanManager(app):
+            pass
+
+
+async def test_model_describes_the_checkpoint(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/model")).json()
+    assert body["device"] == "cpu"
+    checkpoint = body["checkpoint"]
+    assert checkpoint["network"]["backbone"] == "tiny"
+    assert checkpoint["network"]["pooling"] == "lena"
+    assert {"mean", "min", "max", "histogram"} <= checkpoint["eta"].keys()
+    assert checkpoint["training"] == TRAINING
+    assert len(checkpoint["calibration"]["quantiles"]) == 101
+
+
+async def test_metrics_count_requests_by_route_and_rejections_by_reason(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/score", files=multipart(jpeg()))
+    await client.post("/score", files=multipart(b"no image"))
+    await client.get("/heatmap", params={"image_id": "0" * 64})
+    text = (await client.get("/metrics")).text
+    assert sample(text, "viraliency_requests_total", route="/score", status="200") == 1
+    assert sample(text, "viraliency_requests_total", route="/score", status="415") == 1
+    assert sample(text, "viraliency_request_duration_seconds_count", route="/score") == 2
+    assert sample(text, "viraliency_rejections_total", reason="unsupported_format") == 1
+    assert sample(text, "viraliency_rejections_total", reason="unknown_image_id") == 1
+    assert sample(text, "viraliency_batch_size_sum") == 1
+    assert sample(text, "viraliency_queue_depth") == 0
+    assert sample(text, "viraliency_heatmap_store_items") == 1
+
+
+async def test_openapi_documents_every_route_with_examples(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    routes = {(path, method) for path, item in spec["paths"].items() for method in item}
+    expected = {
+        ("/score", "post"), ("/compare", "post"), ("/rank", "post"), ("/heatmap", "get"),
+        ("/heatmap", "post"), ("/regions", "get"), ("/regions", "post"), ("/healthz", "get"),
+        ("/readyz", "get"), ("/metrics", "get"), ("/model", "get"),
+    }  # fmt: skip
+    assert expected <= routes
+    for path, method in expected:
+        operation = spec["paths"][path][method]
+        assert operation.get("summary"), (path, method)
+        assert operation.get("description"), (path, method)
+    entry = spec["components"]["schemas"]["ScoreEntry"]["properties"]
+    for field in ("image_id", "score", "percentile", "heatmap_url"):
+        assert entry[field]["description"]
+        assert entry[field]["examples"]
+
+
+async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -> None:
+    async with serve(max_queued_images=2, max_wait_ms=600.0, max_batch_size=8) as (app, client):
+        waiting = asyncio.create_task(
+            client.post("/score", files=multipart(jpeg(seed=1), jpeg(seed=2)))
+        )
+        await wait_until(lambda: app.state.service.batcher.pending == 2)
+        started = time.monotonic()
+        refused = await client.post("/score", files=multipart(jpeg(seed=3)))
+        assert time.monotonic() - started < 0.5  # at once: well before the batch closes
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert int(refused.headers["retry-after"]) >= 0
+        assert (await waiting).status_code == 200
+
+
+async def test_a_request_past_its_deadline_answers_504(serve: Serve) -> None:
+    async with serve(request_deadline_s=0.05, max_wait_ms=600.0, max_batch_size=8) as (app, client):
+        started = time.monotonic()
+        response = await client.post("/score", files=multipart(jpeg()))
+        assert time.monotonic() - started < 0.5  # well before the batch closes
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "deadline_exceeded"
+        await wait_until(lambda: app.state.service.batcher.pending == 0)
+        assert list(app.state.service.batcher.recent_batch_sizes) == []  # skipped, not run
+
+
+async def test_shutdown_finishes_accepted_requests_and_refuses_new_ones(
+    settings_for: Callable[..., Settings],
+) -> None:
+    app = create_app(settings_for(max_wait_ms=300.0, max_batch_size=8))
+    manager = LifespanManager(app)
+    await manager.__aenter__()
+    transport = httpx.ASGITransport(app=manager.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        accepted = [
+            asyncio.create_task(client.post("/score", files=multipart(jpeg(seed=s))))
+            for s in range(3)
+        ]
+        service = app.state.service
+        await wait_until(lambda: service.batcher.pending == 3)
+        shutdown = asyncio.create_task(manager.__aexit__(None, None, None))
+        await wait_until(lambda: not service.batcher.accepting)
+        late = await client.post("/score", files=multipart(jpeg(seed=9)))
+        assert (late.status_code, late.json()["error"]["code"]) == (503, "shutting_down")
+        assert (await client.get("/readyz")).status_code == 503
+        assert not shutdown.done()  # still draining the accepted images
+        responses = await asyncio.gather(*accepted)
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        await shutdown
+    assert service.batcher.pending == 0
+    assert list(service.batcher.recent_batch_sizes) == [3]
+
+
+async def test_an_unexpected_error_is_a_plain_500(settings_for: Callable[..., Settings]) -> None:
+    app = create_app(settings_for())
+
+    async def broken() -> None:
+        raise RuntimeError("secret internal detail")
+
+    app.add_api_route("/broken", broken)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/broken")
+            assert response.status_code == 500
+            assert response.json()["error"]["code"] == "internal_error"
+            assert "secret" not in response.text
+            assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_unknown_routes_answer_in_the_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/nowhere")
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
+    response = await client.get("/score")
+    assert (response.status_code, response.json()["error"]["code"]) == (405, "method_not_allowed")
+
+
+def test_settings_come_from_viraliency_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VIRALIENCY_MAX_BATCH_SIZE", "17")
+    monkeypatch.setenv("VIRALIENCY_DEVICE", "cuda:1")
+    monkeypatch.setenv("VIRALIENCY_CHECKPOINT", "/tmp/ckpt")
+    settings = Settings()
+    assert (settings.max_batch_size, settings.device) == (17, "cuda:1")
+    assert settings.checkpoint == Path("/tmp/ckpt")
+    monkeypatch.setenv("VIRALIENCY_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="device"):
+        Settings()

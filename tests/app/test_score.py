@@ -1,0 +1,131 @@
+"""POST /score, /rank and /compare: the contract, the numbers, batching and ordering."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from model.checkpoint import CheckpointInfo
+from model.network import ViralityNet
+
+from .conftest import Serve
+from .imaging import jpeg, multipart
+from .reference import expected_score
+
+Reference = tuple[ViralityNet, CheckpointInfo]
+
+
+async def score_one(client: httpx.AsyncClient, data: bytes) -> dict[str, Any]:
+    response = await client.post("/score", files=multipart(data))
+    assert response.status_code == 200, response.text
+    (entry,) = response.json()["results"]
+    return entry
+
+
+def metric_value(text: str, name: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_score_answers_the_contract_fields_and_the_networks_own_numbers(
+    client: httpx.AsyncClient, reference: Reference
+) -> None:
+    data = jpeg(120, 80, seed=3)
+    entry = await score_one(client, data)
+    image_id = hashlib.sha256(data).hexdigest()
+    assert {"image_id", "score", "percentile", "heatmap_url"} <= entry.keys()
+    assert entry["image_id"] == image_id
+    assert entry["score"] == pytest.approx(expected_score(reference, data), abs=1e-4)
+    calibration = reference[1].calibration
+    assert calibration is not None
+    assert 0.0 <= entry["percentile"] <= 100.0
+    assert entry["percentile"] == pytest.approx(calibration.percentile(entry["score"]), abs=1e-6)
+    assert entry["heatmap_url"] == f"/heatmap?image_id={image_id}"
+    assert (entry["width"], entry["height"]) == (120, 80)
+    assert (await client.get(entry["heatmap_url"])).status_code == 200
+
+
+async def test_percentiles_follow_the_order_of_scores(client: httpx.AsyncClient) -> None:
+    response = await client.post("/score", files=multipart(*(jpeg(seed=s) for s in range(6))))
+    entries = sorted(response.json()["results"], key=lambda e: e["score"])
+    percentiles = [e["percentile"] for e in entries]
+    assert percentiles == sorted(percentiles)
+    assert len({round(e["score"], 6) for e in entries}) > 1  # the images do score differently
+
+
+async def test_a_multi_image_request_answers_in_upload_order(client: httpx.AsyncClient) -> None:
+    images = [jpeg(80 + 8 * s, 64, seed=s) for s in range(5)]
+    together = (await client.post("/score", files=multipart(*images))).json()["results"]
+    alone = [await score_one(client, data) for data in images]
+    assert [e["image_id"] for e in together] == [hashlib.sha256(d).hexdigest() for d in images]
+    assert [e["width"] for e in together] == [80 + 8 * s for s in range(5)]
+    for shared, single in zip(together, alone, strict=True):
+        assert shared["score"] == pytest.approx(single["score"], abs=1e-5)
+
+
+async def test_concurrent_requests_share_one_batch(serve: Serve) -> None:
+    async with serve(max_wait_ms=300.0, max_batch_size=8) as (app, client):
+        first, second = await asyncio.gather(
+            client.post("/score", files=multipart(jpeg(seed=1))),
+            client.post("/score", files=multipart(jpeg(seed=2))),
+        )
+        assert first.status_code == second.status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert metric_value(metrics, "viraliency_batch_size_count") == 1
+        assert metric_value(metrics, "viraliency_batch_size_sum") == 2
+        assert list(app.state.service.batcher.recent_batch_sizes) == [2]
+
+
+async def test_a_batch_closes_at_max_batch_size(serve: Serve) -> None:
+    async with serve(max_wait_ms=300.0, max_batch_size=2) as (app, client):
+        response = await client.post("/score", files=multipart(*(jpeg(seed=s) for s in range(5))))
+        assert response.status_code == 200
+        assert sorted(app.state.service.batcher.recent_batch_sizes) == [1, 2, 2]
+
+
+async def test_compare_gives_the_sigmoid_of_the_score_difference(
+    client: httpx.AsyncClient, reference: Reference
+) -> None:
+    a, b = jpeg(seed=10), jpeg(seed=11)
+    response = await client.post(
+        "/compare", files={"image_a": ("a.jpg", a), "image_b": ("b.jpg", b)}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    score_a, score_b = expected_score(reference, a), expected_score(reference, b)
+    assert body["a"]["score"] == pytest.approx(score_a, abs=1e-4)
+    assert body["b"]["score"] == pytest.approx(score_b, abs=1e-4)
+    assert body["a"]["image_id"] == hashlib.sha256(a).hexdigest()
+    assert body["probability_a_more_viral"] == pytest.approx(
+        1.0 / (1.0 + math.exp(-(score_a - score_b))), abs=1e-4
+    )
+    assert body["winner"] == ("a" if body["a"]["score"] >= body["b"]["score"] else "b")
+    swapped = await client.post(
+        "/compare", files={"image_a": ("b.jpg", b), "image_b": ("a.jpg", a)}
+    )
+    assert swapped.json()["probability_a_more_viral"] == pytest.approx(
+        1.0 - body["probability_a_more_viral"], abs=1e-6
+    )
+    assert swapped.json()["winner"] != body["winner"]
+
+
+async def test_rank_orders_images_by_score(client: httpx.AsyncClient) -> None:
+    images = [jpeg(seed=s) for s in range(20, 26)]
+    response = await client.post("/rank", files=multipart(*images))
+    assert response.status_code == 200, response.text
+    ranking = response.json()["ranking"]
+    alone = [(await score_one(client, data))["score"] for data in images]
+    assert [e["rank"] for e in ranking] == list(range(1, 7))
+    assert sorted(e["index"] for e in ranking) == list(range(6))
+    assert [e["index"] for e in ranking] == sorted(range(6), key=lambda i: -alone[i])
+    for entry in ranking:
+        assert entry["image_id"] == hashlib.sha256(images[entry["index"]]).hexdigest()
