@@ -631,3 +631,35 @@ class PairSampler:
         else:
             pairs = ratio_pairs(self.scores, self.ratio, self.pairs_per_epoch, rng)
         return orient_pairs(pairs, rng)
+
+
+# --------------------------------------------------------------------------------------------
+# Ready-made labelled pairs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FixedPairs:
+    """A user's labelled pairs, reshuffled and re-oriented each epoch (same interface as
+    PairSampler). `pairs` holds indices with the more viral image first."""
+
+    pairs: NDArray[np.int64]
+    seed: int = 0
+
+    def epoch(self, e: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        rng = np.random.default_rng([self.seed, e])
+        return orient_pairs(self.pairs[rng.permutation(len(self.pairs))], rng)
+
+
+def index_pairs(
+    pairs: Sequence[LabelledPair], images: Sequence[Path]
+) -> tuple[NDArray[np.int64], int]:
+    """Labelled pairs as (P, 2) indices into `images`, more viral first; pairs with an image
+    outside `images` (the other side of a split) are dropped and counted."""
+    where = {path: i for i, path in enumerate(images)}
+    kept = [
+        (where[p.path_a], where[p.path_b]) if p.label else (where[p.path_b], where[p.path_a])
+        for p in pairs
+        if p.path_a in where and p.path_b in where
+    ]
+    return np.asarray(kept, dtype=np.int64).reshape(-1, 2), len(pairs) - len(kept)

@@ -34,17 +34,22 @@ from tqdm import tqdm
 from model.cache import FromBlock, cached_inputs
 from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from model.data import (
+    DataError,
+    FixedPairs,
+    LabelledPair,
     PairProtocol,
     PairSampler,
     ScoredImage,
     Split,
+    index_pairs,
     ratio_pairs,
     read_dankmemes,
+    read_pairs_csv,
     read_scores_csv,
     scores_array,
     split_by_image,
 )
-from model.evaluate import validation_metrics
+from model.evaluate import bootstrap_accuracy, validation_metrics
 from model.lena import clamp_etas_
 from model.network import NetworkConfig, ViralityNet, pairwise_loss
 
@@ -54,7 +59,9 @@ log = logging.getLogger("viraliency.train")
 @dataclass
 class TrainConfig:
     data: str = "../shared/data/dankmemes2020-task1"
-    data_format: str = "dankmemes"  # dankmemes | scores (CSV path,score)
+    data_format: str = (
+        "dankmemes"  # dankmemes | scores (CSV path,score) | pairs (path_a,path_b,label)
+    )
     out: str = "runs/default"
     backbone: str = "mobilenet_v2"
     pooling: str = "lena"
@@ -141,11 +148,14 @@ def fit(
     val_scores: np.ndarray,
     cfg: TrainConfig,
     device: torch.device | str = "cpu",
+    train_pairs: FixedPairs | None = None,
+    val_pairs: np.ndarray | None = None,
 ) -> FitResult:
     """Train `model` (inputs -> scores) on pairs of the N training inputs.
 
     train_views: (V, N, ...) V versions of each input; each step uses a random one per image.
     Validation: accuracy on every pair of validation inputs whose scores differ by cfg.ratio.
+    With a user's labelled pairs, `train_pairs` and `val_pairs` replace the score protocols.
     """
     device = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -155,10 +165,14 @@ def fit(
     if cfg.protocol not in ("median", "ratio"):
         raise ValueError(f"unknown protocol {cfg.protocol!r}; choose median or ratio")
     protocol: PairProtocol = "median" if cfg.protocol == "median" else "ratio"
-    sampler = PairSampler(train_scores, protocol, cfg.ratio, cfg.pairs_per_epoch, cfg.seed)
-    val_pairs = ratio_pairs(val_scores, cfg.ratio) if len(val_scores) > 1 else np.zeros((0, 2))
+    sampler: PairSampler | FixedPairs = train_pairs or PairSampler(
+        train_scores, protocol, cfg.ratio, cfg.pairs_per_epoch, cfg.seed
+    )
+    if val_pairs is None:
+        val_pairs = ratio_pairs(val_scores, cfg.ratio)
     opt = _optimizer(model, cfg)
-    steps_per_epoch = max(1, cfg.pairs_per_epoch // world // cfg.batch_pairs)
+    per_epoch = len(train_pairs.pairs) if train_pairs else cfg.pairs_per_epoch
+    steps_per_epoch = max(1, per_epoch // world // cfg.batch_pairs)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         opt,
         max_lr=[g["lr"] for g in opt.param_groups],
@@ -207,12 +221,34 @@ def fit(
     return best
 
 
-def read_images(cfg: TrainConfig) -> list[ScoredImage]:
+def read_images(cfg: TrainConfig) -> tuple[list[ScoredImage], list[LabelledPair] | None]:
+    """The images (with scores), and the user's labelled pairs when the data is a pair CSV."""
     if cfg.data_format == "dankmemes":
-        return read_dankmemes(Path(cfg.data))
+        return read_dankmemes(Path(cfg.data)), None
     if cfg.data_format == "scores":
-        return read_scores_csv(Path(cfg.data))
-    raise ValueError(f"unknown data format {cfg.data_format!r}; choose dankmemes or scores")
+        return read_scores_csv(Path(cfg.data)), None
+    if cfg.data_format == "pairs":
+        pairs = read_pairs_csv(Path(cfg.data))
+        paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
+        return [ScoredImage(path, 0.0) for path in paths], pairs  # scores unused with pairs
+    raise ValueError(f"unknown data format {cfg.data_format!r}; choose dankmemes, scores, pairs")
+
+
+def split_pairs(
+    pairs: list[LabelledPair], split: Split, seed: int
+) -> tuple[FixedPairs, np.ndarray]:
+    """Training pairs (both images in train) and validation pairs (both in validation)."""
+    train, dropped_train = index_pairs(pairs, [i.path for i in split.train])
+    val, _ = index_pairs(pairs, [i.path for i in split.val])
+    log.info(
+        "%d training and %d validation pairs; %d pairs cross the image split and are unused",
+        len(train),
+        len(val),
+        dropped_train - len(val),
+    )
+    if not len(train) or not len(val):
+        raise DataError("too few labelled pairs on each side of the image split to train")
+    return FixedPairs(train, seed), val
 
 
 def build_model(cfg: TrainConfig) -> ViralityNet:
@@ -260,9 +296,10 @@ def train(cfg: TrainConfig) -> Path | None:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
     # (1) data, split by image
-    images = read_images(cfg)
+    images, labelled = read_images(cfg)
     split = split_by_image(images, cfg.val_fraction, cfg.seed)
     train_scores, val_scores = scores_array(split.train), scores_array(split.val)
+    train_pairs, val_pairs = split_pairs(labelled, split, cfg.seed) if labelled else (None, None)
     log.info(
         "rank %d of %d: %d training and %d validation images",
         rank,
@@ -281,14 +318,28 @@ def train(cfg: TrainConfig) -> Path | None:
         if world > 1:
             dist.barrier()
     # (4) fit
-    result = fit(model, train_inputs, train_scores, val_inputs, val_scores, cfg, device)
+    result = fit(
+        model,
+        train_inputs,
+        train_scores,
+        val_inputs,
+        val_scores,
+        cfg,
+        device,
+        train_pairs,
+        val_pairs,
+    )
     if rank != 0:
         dist.destroy_process_group()
         return None
     # (5) the best state, calibrated on the validation images, saved with its record
     model.load_state_dict(result.model_state)
     predicted = predict(model, val_inputs, device)
-    metrics = validation_metrics(predicted, val_scores, cfg.ratio, cfg.seed)
+    if val_pairs is None:
+        metrics = validation_metrics(predicted, val_scores, cfg.ratio, cfg.seed)
+    else:
+        acc, lo, hi = bootstrap_accuracy(predicted, val_pairs, len(predicted), seed=cfg.seed)
+        metrics = {"val_acc": acc, "val_acc_ci95": [lo, hi], "val_pairs": len(val_pairs)}
     metrics.update(best_epoch=result.best_epoch, history=result.history)
     info = CheckpointInfo(
         network=model.net.config,

@@ -17,7 +17,7 @@ from model.cache import FromBlock, prefix_features
 from model.checkpoint import load_checkpoint
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
-from model.train import TrainConfig, fit, pair_accuracy, predict
+from model.train import TrainConfig, fit, pair_accuracy, predict, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,15 +69,48 @@ def test_frozen_prefix_path_equals_the_whole_network() -> None:
 
 
 def write_dataset(folder: Path, n: int = 48) -> Path:
+    """Images on disk plus scores.csv (path,score) and pairs.csv (path_a,path_b,label)."""
     images, scores = bright_squares(n, seed=3)
     folder.mkdir()
+    for i, img in enumerate(images.numpy()):
+        cv2.imwrite(str(folder / f"{i}.png"), img)
     with (folder / "scores.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "score"])
-        for i, (img, score) in enumerate(zip(images.numpy(), scores, strict=True)):
-            cv2.imwrite(str(folder / f"{i}.png"), img)
-            writer.writerow([f"{i}.png", score])
+        writer.writerows([f"{i}.png", score] for i, score in enumerate(scores))
+    rng = np.random.default_rng(0)
+    with (folder / "pairs.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path_a", "path_b", "label"])
+        for a, b in rng.integers(0, n, size=(400, 2)):
+            if scores[a] != scores[b]:
+                writer.writerow([f"{a}.png", f"{b}.png", int(scores[a] > scores[b])])
     return folder / "scores.csv"
+
+
+def test_train_from_labelled_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write_dataset(tmp_path / "data").parent
+    monkeypatch.chdir(tmp_path)  # the view cache goes to ./cache
+    cfg = TrainConfig(
+        data=str(folder / "pairs.csv"),
+        data_format="pairs",
+        backbone="tiny",
+        freeze_blocks=0,
+        views=1,
+        epochs=2,
+        batch_pairs=16,
+        lr=3e-3,
+        val_fraction=0.25,
+        out=str(tmp_path / "run"),
+    )
+    out = train(cfg)
+    assert out is not None
+    _, info = load_checkpoint(out)
+    val = set(info.training["data"]["split"]["val"])
+    pairs = list(csv.DictReader((folder / "pairs.csv").open()))
+    expected = sum(1 for p in pairs if p["path_a"] in val and p["path_b"] in val)
+    assert info.metrics["val_pairs"] == expected > 0
+    assert info.metrics["val_acc"] > 0.7
 
 
 @pytest.mark.slow
