@@ -60,19 +60,39 @@ def render_views(paths: Sequence[Path], size: int, n_views: int, seed: int) -> T
 
 
 @torch.no_grad()
+def run_blocks(
+    net: ViralityNet, inputs: Tensor, start: int, stop: int, device: torch.device
+) -> Tensor:
+    """Push (V, N, ...) inputs of trunk block `start` through blocks [start, stop) in eval mode.
+
+    Block 0 takes the uint8 views; the result is stored as fp16 (V, N, C, h, w).
+    """
+    if stop == start:
+        return inputs
+    blocks = net.trunk[start:stop].to(device).eval()  # type: ignore[index]
+    flat = inputs.flatten(0, 1)
+    chunks = []
+    for i in tqdm(range(0, len(flat), 64), desc=f"frozen blocks {start}-{stop}", leave=False):
+        x = flat[i : i + 64].to(device)
+        x = normalise(x, net.preprocessing) if start == 0 else x.float()
+        chunks.append(blocks(x).half().cpu())
+    feats = torch.cat(chunks)
+    return feats.view(*inputs.shape[:2], *feats.shape[1:])
+
+
 def prefix_features(model: FromBlock, views: Tensor, device: torch.device) -> Tensor:
     """Push (V, N, S, S, 3) uint8 views through the frozen prefix -> (V, N, C, h, w) fp16."""
-    if model.start == 0:
-        return views
-    prefix = model.prefix.to(device).eval()
+    return run_blocks(model.net, views, 0, model.start, device)
+
+
+def _cache_file(
+    cache_dir: Path, model: FromBlock, paths: Sequence[Path], start: int, n_views: int, seed: int
+) -> Path:
     pre = model.net.preprocessing
-    flat = views.flatten(0, 1)
-    chunks = []
-    for i in tqdm(range(0, len(flat), 64), desc="frozen prefix", leave=False):
-        x = normalise(flat[i : i + 64].to(device), pre)
-        chunks.append(prefix(x).half().cpu())
-    feats = torch.cat(chunks)
-    return feats.view(*views.shape[:2], *feats.shape[1:])
+    key = json.dumps(
+        [[str(p) for p in paths], model.net.config.backbone, start, n_views, seed, pre.input_size]
+    )
+    return cache_dir / f"inputs-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
 
 def cached_inputs(
@@ -83,23 +103,25 @@ def cached_inputs(
     device: torch.device,
     cache_dir: Path = Path("cache"),
 ) -> Tensor:
-    """Views (or their frozen-prefix features) for `paths`, from `cache_dir` when present."""
-    key = json.dumps(
-        [
-            [str(p) for p in paths],
-            model.net.config.backbone,
-            model.start,
-            n_views,
-            seed,
-            model.net.preprocessing.input_size,
-        ],
-    )
-    path = cache_dir / f"inputs-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+    """Views (or their frozen-prefix features) for `paths`, from `cache_dir` when present.
+
+    A deeper prefix is built from the deepest shallower one already cached, so trying several
+    `freeze_blocks` decodes the images and runs the early (expensive) blocks only once.
+    """
+    path = _cache_file(cache_dir, model, paths, model.start, n_views, seed)
     if path.is_file():
         log.info("using cached inputs %s", path)
         return load_file(str(path))["inputs"]
-    views = render_views(paths, model.net.preprocessing.input_size, n_views, seed)
-    inputs = prefix_features(model, views, device)
+    for start in range(model.start - 1, -1, -1):
+        base = _cache_file(cache_dir, model, paths, start, n_views, seed)
+        if start == 0 or base.is_file():
+            break
+    if base.is_file():
+        log.info("building on cached inputs %s (block %d)", base, start)
+        inputs = run_blocks(model.net, load_file(str(base))["inputs"], start, model.start, device)
+    else:
+        views = render_views(paths, model.net.preprocessing.input_size, n_views, seed)
+        inputs = prefix_features(model, views, device)
     cache_dir.mkdir(parents=True, exist_ok=True)
     save_file({"inputs": inputs.contiguous()}, str(path))
     log.info("cached %s inputs of shape %s in %s", inputs.dtype, tuple(inputs.shape), path)

@@ -73,7 +73,8 @@ class TrainConfig:
     batch_pairs: int = 64
     pairs_per_epoch: int = 2048
     protocol: str = "median"  # median (the paper's) | ratio
-    ratio: float = 2.0  # validation pairs differ by at least this factor (and ratio training)
+    ratio: float = 2.0  # validation pairs differ by at least this factor
+    train_ratio: float = 2.0  # with protocol "ratio", training pairs differ by this factor
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-4
     eta_lr: float = 1e-2  # eta moves in steps of 1/(K-1); it gets its own rate
@@ -166,7 +167,7 @@ def fit(
         raise ValueError(f"unknown protocol {cfg.protocol!r}; choose median or ratio")
     protocol: PairProtocol = "median" if cfg.protocol == "median" else "ratio"
     sampler: PairSampler | FixedPairs = train_pairs or PairSampler(
-        train_scores, protocol, cfg.ratio, cfg.pairs_per_epoch, cfg.seed
+        train_scores, protocol, cfg.train_ratio, cfg.pairs_per_epoch, cfg.seed
     )
     if val_pairs is None:
         val_pairs = ratio_pairs(val_scores, cfg.ratio)
