@@ -112,11 +112,12 @@ def cached_inputs(
     if path.is_file():
         log.info("using cached inputs %s", path)
         return load_file(str(path))["inputs"]
-    for start in range(model.start - 1, -1, -1):
-        base = _cache_file(cache_dir, model, paths, start, n_views, seed)
-        if start == 0 or base.is_file():
-            break
-    if base.is_file():
+    shallower = (
+        (start, _cache_file(cache_dir, model, paths, start, n_views, seed))
+        for start in range(model.start - 1, 0, -1)
+    )
+    start, base = next(((b, f) for b, f in shallower if f.is_file()), (0, None))
+    if base is not None:
         log.info("building on cached inputs %s (block %d)", base, start)
         inputs = run_blocks(model.net, load_file(str(base))["inputs"], start, model.start, device)
     else:

@@ -66,17 +66,17 @@ class TrainConfig:
     backbone: str = "mobilenet_v2"
     pooling: str = "lena"
     eta_init: float = 0.5
-    objectness: int = 0  # number of ImageNet classes fused in (section 3.4); 0 = off
-    freeze_blocks: int = 14  # trunk blocks kept frozen and cached; 0 = train end to end
+    freeze_blocks: int = 18  # trunk blocks kept frozen and cached; 0 = train end to end
     views: int = 4  # augmented views rendered per training image
-    epochs: int = 12
+    epochs: int = 6
     batch_pairs: int = 64
     pairs_per_epoch: int = 2048
-    protocol: str = "median"  # median (the paper's) | ratio
+    protocol: str = "ratio"  # ratio (pairs >= train_ratio apart) | median (the paper's)
     ratio: float = 2.0  # validation pairs differ by at least this factor
     train_ratio: float = 2.0  # with protocol "ratio", training pairs differ by this factor
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 3e-4
+    lr: float = 3e-5
+    head_lr: float = 1e-3  # the new layers (linear head, objectness fusion) learn faster
     eta_lr: float = 1e-2  # eta moves in steps of 1/(K-1); it gets its own rate
     weight_decay: float = 1e-2
     val_fraction: float = 0.15
@@ -120,24 +120,33 @@ def predict(model: nn.Module, inputs: Tensor, device: torch.device, batch: int =
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on eta (it would drag every channel towards max pooling), biases or norms.
-    eta = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("eta")]
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    rest = [
-        p
-        for n, p in model.named_parameters()
-        if p.requires_grad and p.ndim < 2 and not n.endswith("eta")
+    """Pretrained trunk at cfg.lr, new layers at cfg.head_lr, eta at cfg.eta_lr.
+
+    No weight decay on eta (it would drag every channel towards max pooling), biases or norms.
+    """
+    groups: dict[str, list[nn.Parameter]] = {"trunk": [], "trunk_1d": [], "new": [], "eta": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith("eta"):
+            groups["eta"].append(p)
+        elif ".trunk." in f".{name}":
+            groups["trunk" if p.ndim >= 2 else "trunk_1d"].append(p)
+        else:
+            groups["new"].append(p)
+    settings = {
+        "trunk": {"lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        "trunk_1d": {"lr": cfg.lr, "weight_decay": 0.0},
+        "new": {"lr": cfg.head_lr, "weight_decay": cfg.weight_decay},
+        "eta": {"lr": cfg.eta_lr, "weight_decay": 0.0},
+    }
+    param_groups: list[dict[str, Any]] = [
+        {"params": params, **settings[key]} for key, params in groups.items() if params
     ]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": rest, "weight_decay": 0.0},
-        {"params": eta, "weight_decay": 0.0, "lr": cfg.eta_lr},
-    ]
-    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=0.9)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(param_groups, lr=cfg.lr)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
 
 
@@ -293,6 +302,7 @@ def init_distributed() -> tuple[int, int]:
 def train(cfg: TrainConfig) -> Path | None:
     """Run the five phases; returns the checkpoint folder (rank 0) or None (other ranks)."""
     rank, world = init_distributed()
+    torch.manual_seed(cfg.seed)  # before the new layers are initialised
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.cache import FromBlock, prefix_features
+from model.cache import FromBlock, cached_inputs, prefix_features, render_views, run_blocks
 from model.checkpoint import load_checkpoint
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
@@ -156,3 +157,23 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert info.calibration is not None
     assert len(info.metrics["history"]) == 2
     assert len(info.training["data"]["split"]["val"]) == 12
+
+
+def test_deeper_cache_builds_on_a_shallower_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = write_dataset(tmp_path / "data", n=6).parent
+    paths = sorted(folder.glob("*.png"))
+    net = tiny_net().eval()
+    cpu = torch.device("cpu")
+    shallow = cached_inputs(FromBlock(net, 2), paths, 2, 0, cpu, tmp_path / "cache")
+    with caplog.at_level(logging.INFO):
+        deep = cached_inputs(FromBlock(net, 4), paths, 2, 0, cpu, tmp_path / "cache")
+    assert "building on cached inputs" in caplog.text
+    direct = run_blocks(net, shallow, 2, 4, cpu)
+    torch.testing.assert_close(deep, direct)
+    views = render_views(paths, 64, 2, 0)
+    from_views = prefix_features(FromBlock(net, 4), views, cpu)
+    torch.testing.assert_close(deep.float(), from_views.float(), rtol=1e-2, atol=1e-2)
+    again = cached_inputs(FromBlock(net, 4), paths, 2, 0, cpu, tmp_path / "cache")
+    assert torch.equal(again, deep)
