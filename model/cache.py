@@ -53,7 +53,7 @@ class FromBlock(nn.Module):
 def render_views(paths: Sequence[Path], size: int, n_views: int, seed: int) -> Tensor:
     """(V, N, size, size, 3) uint8 views of every image, reproducible for a seed."""
     out = torch.empty((n_views, len(paths), size, size, 3), dtype=torch.uint8)
-    for i, path in enumerate(tqdm(paths, desc="decoding", leave=False)):
+    for i, path in enumerate(tqdm(paths, desc="decoding", leave=False, disable=None)):
         rng = np.random.default_rng([seed, i])
         out[:, i] = torch.from_numpy(make_views(load_rgb(path), size, n_views, rng).copy())
     return out
@@ -72,7 +72,9 @@ def run_blocks(
     blocks = net.trunk[start:stop].to(device).eval()  # type: ignore[index]
     flat = inputs.flatten(0, 1)
     chunks = []
-    for i in tqdm(range(0, len(flat), 64), desc=f"frozen blocks {start}-{stop}", leave=False):
+    for i in tqdm(
+        range(0, len(flat), 64), desc=f"frozen blocks {start}-{stop}", leave=False, disable=None
+    ):
         x = flat[i : i + 64].to(device)
         x = normalise(x, net.preprocessing) if start == 0 else x.float()
         chunks.append(blocks(x).half().cpu())

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 
 log = logging.getLogger("viraliency.report")
 RUNS = ("gap", "gmp", "gnap", "lena-0", "lena-0.5", "lena-1")
-RHOS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
+RHOS = (0.1, 0.2, 0.4, 0.6)
 
 
 def comparison_rows(runs: Path) -> list[dict[str, Any]]:
@@ -60,22 +60,18 @@ def linear_probe(
     train: list[ScoredImage],
     val: list[ScoredImage],
     ratio: float,
-    views: int,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Ridge on frozen ImageNet MobileNetV2 features (GAP), the penalty picked on a train fold.
-
-    Features are the whole frozen trunk's output for the plain view (view 0), from the same
-    cache the training runs use (`views` must match theirs to hit it).
-    """
+    """Ridge on frozen ImageNet MobileNetV2 features (GAP) of the plain (unaugmented) images,
+    the penalty picked on a fold of the training images."""
     net = ViralityNet(NetworkConfig("mobilenet_v2", "gap"), pretrained=True).eval()
     whole_trunk = FromBlock(net, len(net.trunk))  # type: ignore[arg-type]
 
-    def features(images: list[ScoredImage], n_views: int) -> np.ndarray:
-        cached = cached_inputs(whole_trunk, [i.path for i in images], n_views, 0, device)[0]
+    def features(images: list[ScoredImage]) -> np.ndarray:
+        cached = cached_inputs(whole_trunk, [i.path for i in images], 1, 0, device)[0]
         return cached.float().mean(dim=(2, 3)).double().numpy()  # (N, 1280)
 
-    x_train, x_val = features(train, views), features(val, 1)
+    x_train, x_val = features(train), features(val)
     y_train = np.log1p(scores_array(train))
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_val = (x_train - mu) / sd, (x_val - mu) / sd
@@ -192,8 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         reference["training"]["data"]["split"], read_dankmemes(args.data), args.data / "images"
     )
     train, val = list(split.train), list(split.val)
-    views = reference["training"]["config"]["views"]
-    rows.append(linear_probe(train, val, reference["metrics"]["ratio"], views, device))
+    rows.append(linear_probe(train, val, reference["metrics"]["ratio"], device))
     rho = {
         name: rho_masking(args.runs / name, val, device)
         for name in ("gap", "gmp", "lena-0.5")

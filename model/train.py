@@ -196,7 +196,12 @@ def fit(
     for epoch in range(cfg.epochs):
         ab, labels = sampler.epoch(epoch)
         ab, labels = ab[rank::world], labels[rank::world]  # this rank's share
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", disable=rank != 0, leave=False)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch}",
+            disable=None if rank == 0 else True,
+            leave=False,
+        )
         seen = correct = 0
         loss_sum = 0.0
         for step in bar:
