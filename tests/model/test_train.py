@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -112,6 +113,21 @@ def test_train_from_labelled_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     expected = sum(1 for p in pairs if p["path_a"] in val and p["path_b"] in val)
     assert info.metrics["val_pairs"] == expected > 0
     assert info.metrics["val_acc"] > 0.7
+    # Resuming starts from the saved weights: before any step, it already scores as well.
+    resumed = train(
+        replace(
+            cfg,
+            resume=str(out),
+            epochs=1,
+            lr=0.0,
+            head_lr=0.0,
+            eta_lr=0.0,
+            out=str(tmp_path / "resumed"),
+        )
+    )
+    assert resumed is not None
+    _, again = load_checkpoint(resumed)
+    assert again.metrics["val_acc"] == pytest.approx(info.metrics["val_acc"])
 
 
 @pytest.mark.slow
