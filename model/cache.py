@@ -41,9 +41,13 @@ class FromBlock(nn.Module):
     def prefix(self) -> nn.Module:
         return self.net.trunk[: self.start] if self.start else nn.Identity()  # type: ignore[index]
 
+    def prepare(self, x: Tensor) -> Tensor:
+        """Cached inputs as the trunk's block `start` takes them."""
+        return normalise(x, self.net.preprocessing) if self.start == 0 else x.float()
+
     def forward(self, x: Tensor) -> Tensor:
         if self.start == 0:  # the inputs are the uint8 views themselves
-            return self.net(normalise(x, self.net.preprocessing))
+            return self.net(self.prepare(x))
         f = self.net.trunk[self.start :](x)  # type: ignore[index]
         if self.net.objectness is not None:
             f = self.net.objectness(f)

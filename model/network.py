@@ -61,6 +61,16 @@ class Objectness(nn.Module):
         return self.fuse(torch.cat([f, cams], dim=1))
 
 
+def most_activated_classes(pooled: Tensor, classifier: nn.Linear, k: int) -> list[int]:
+    """The k ImageNet classes with the highest mean softmax over a dataset (section 3.4).
+
+    pooled: (N, L) globally average-pooled trunk features of the dataset's images.
+    """
+    with torch.no_grad():
+        probabilities = torch.softmax(classifier(pooled.float()), dim=1).mean(dim=0)  # (1000,)
+    return sorted(probabilities.topk(k).indices.tolist())
+
+
 class ViralityNet(nn.Module):
     """Fully convolutional trunk -> global pooling -> one linear unit (Figure 2)."""
 

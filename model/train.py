@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from model.backbones import build_backbone
 from model.cache import FromBlock, cached_inputs
 from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from model.data import (
@@ -51,7 +52,7 @@ from model.data import (
 )
 from model.evaluate import bootstrap_accuracy, validation_metrics
 from model.lena import clamp_etas_
-from model.network import NetworkConfig, ViralityNet, pairwise_loss
+from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
 
 log = logging.getLogger("viraliency.train")
 
@@ -66,6 +67,7 @@ class TrainConfig:
     backbone: str = "mobilenet_v2"
     pooling: str = "lena"
     eta_init: float = 0.5
+    objectness: int = 0  # fuse the CAMs of this many ImageNet classes (section 3.4; paper: 30)
     freeze_blocks: int = 18  # trunk blocks kept frozen and cached; 0 = train end to end
     views: int = 4  # augmented views rendered per training image
     epochs: int = 6
@@ -266,13 +268,33 @@ def split_pairs(
     return FixedPairs(train, seed), val
 
 
-def build_model(cfg: TrainConfig) -> ViralityNet:
+def build_model(cfg: TrainConfig, objectness_classes: list[int] | None = None) -> ViralityNet:
     if cfg.resume:
         net, _ = load_checkpoint(Path(cfg.resume))
         log.info("resuming from %s (fresh optimiser state)", cfg.resume)
         return net.train()
-    config = NetworkConfig(cfg.backbone, cfg.pooling, cfg.eta_init)
+    config = NetworkConfig(cfg.backbone, cfg.pooling, cfg.eta_init, objectness_classes or [])
     return ViralityNet(config, pretrained=True)
+
+
+@torch.no_grad()
+def objectness_classes(model: FromBlock, views: Tensor, k: int, device: torch.device) -> list[int]:
+    """The k ImageNet classes most activated on the plain views (view 0) of the training images,
+    by the pretrained classifier on the pretrained trunk's features."""
+    classifier = build_backbone(model.net.config.backbone, pretrained=True).classifier
+    if classifier is None:
+        raise ValueError(
+            f"objectness needs an ImageNet classifier; {model.net.config.backbone!r} has none"
+        )
+    rest = model.net.trunk[model.start :].to(device).eval()  # type: ignore[index]
+    plain = views[0]
+    pooled = [
+        rest(model.prepare(plain[i : i + 64].to(device))).mean(dim=(2, 3)).cpu()
+        for i in range(0, len(plain), 64)
+    ]
+    classes = most_activated_classes(torch.cat(pooled), classifier, k)
+    log.info("objectness: the %d most activated ImageNet classes are %s", k, classes)
+    return classes
 
 
 def describe_data(cfg: TrainConfig, split: Split) -> dict[str, Any]:
@@ -333,6 +355,10 @@ def train(cfg: TrainConfig) -> Path | None:
             val_inputs = cached_inputs(model, [i.path for i in split.val], 1, cfg.seed, device)[0]
         if world > 1:
             dist.barrier()
+    if cfg.objectness and not cfg.resume:  # same frozen prefix, so the cached inputs still hold
+        classes = objectness_classes(model, train_inputs, cfg.objectness, device)
+        torch.manual_seed(cfg.seed)
+        model = FromBlock(build_model(cfg, classes), cfg.freeze_blocks)
     # (4) fit
     result = fit(
         model,

@@ -10,7 +10,7 @@ import torch
 
 from model.backbones import build_backbone
 from model.lena import POOLINGS
-from model.network import NetworkConfig, ViralityNet, pairwise_loss
+from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
 
 
 def tiny(pooling: str = "lena", eta: float = 0.5) -> ViralityNet:
@@ -136,3 +136,13 @@ def test_paper_backbones_build(
 def test_unknown_backbone_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown backbone 'resnet9'"):
         build_backbone("resnet9")
+
+
+def test_most_activated_classes_by_mean_softmax() -> None:
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(8, 20)
+    pooled = torch.randn(50, 8)
+    logits = (pooled.double() @ classifier.weight.detach().double().T) + classifier.bias.detach()
+    mean_prob = torch.softmax(logits, dim=1).mean(dim=0)
+    expected = sorted(torch.argsort(mean_prob, descending=True)[:5].tolist())
+    assert most_activated_classes(pooled, classifier, 5) == expected

@@ -193,3 +193,28 @@ def test_deeper_cache_builds_on_a_shallower_one(
     torch.testing.assert_close(deep.float(), from_views.float(), rtol=1e-2, atol=1e-2)
     again = cached_inputs(FromBlock(net, 4), paths, 2, 0, cpu, tmp_path / "cache")
     assert torch.equal(again, deep)
+
+
+@pytest.mark.slow
+def test_train_with_objectness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Section 3.4 end to end: classes picked on the training images, fused, saved, reloaded."""
+    csv_path = write_dataset(tmp_path / "data", n=16)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(
+        data=str(csv_path),
+        data_format="scores",
+        objectness=5,
+        views=1,
+        epochs=1,
+        batch_pairs=4,
+        pairs_per_epoch=16,
+        val_fraction=0.25,
+        out=str(tmp_path / "run"),
+    )
+    out = train(cfg)
+    assert out is not None
+    net, info = load_checkpoint(out)
+    assert len(info.network.objectness_classes) == 5
+    assert net.objectness is not None
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 224, 224)).shape == (1,)
