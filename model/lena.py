@@ -16,10 +16,11 @@ pooling and eta = 1 global average pooling.
 One descending sort per channel map and one cumulative sum give A(N - 1), A(N) and A(N + 1)
 for every channel at once. The sort is stable, so ties are broken by position (the earlier
 row-major position wins) and the same input always selects, and back-propagates to, the same
-N positions. Selection and sums run in at least float32, also under fp16/bf16 autocast, so a
-half-precision input cannot change which values are selected. N is computed in float64 from
-the stored float32 eta; an eta that is a multiple of delta only in exact arithmetic (1/3, say)
-may land on the next N after float32 rounding, as with any threshold on a float.
+N positions. Sorting and sums run in at least float32, also under fp16/bf16 autocast, so the
+top-n means of a half-precision input are not rounded at every addition. At N = K the output is
+the plain mean (`x.mean`), so eta = 1 is bit-for-bit GAP. N is computed in float64 from the
+stored float32 eta; an eta that is a multiple of delta only in exact arithmetic (1/3, say) may
+land on the next N after float32 rounding, as with any threshold on a float.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class _TopNMean(torch.autograd.Function):
             idx = (count - 1).view(1, c, 1).expand(b, c, 1)
             return cumsum.gather(-1, idx).squeeze(-1) / count.to(cumsum.dtype)
 
-        pooled = top_mean(n)
+        # At N = K, the plain mean: cumsum's order of additions differs from mean()'s by an ulp,
+        # and eta = 1 must be GAP exactly.
+        pooled = torch.where(n == k, x.to(cumsum.dtype).mean(dim=-1), top_mean(n))
         if k > 1:
             lower, upper = (n - 1).clamp(min=1), (n + 1).clamp(max=k)
             # Central difference of eq. (10); one-sided where N touches 1 or K.
@@ -93,7 +96,8 @@ class _TopNMean(torch.autograd.Function):
         mask, n, slope = ctx.saved_tensors
         grad_x = grad_eta = None
         if ctx.needs_input_grad[0]:
-            share = grad_out / n.to(grad_out.dtype)  # (B, C): eq. (11)
+            wide = torch.promote_types(grad_out.dtype, torch.float32)
+            share = grad_out.to(wide) / n  # (B, C): eq. (11); fp16 ends at N = 65504
             grad_x = (mask * share.unsqueeze(-1)).to(ctx.input_dtype)
         if ctx.needs_input_grad[1]:
             grad_eta = (grad_out.to(slope.dtype) * slope).sum(dim=0).float()  # eq. (8), (10)

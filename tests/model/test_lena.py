@@ -56,17 +56,19 @@ def run_layer(x: np.ndarray, eta: np.ndarray, grad_out: np.ndarray, device: str)
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
-    ("hw", "etas"),
+    ("hw", "etas", "tied"),
     [
-        ((7, 7), [0.0, 1.0, 0.5, 0.01, 0.99, 0.3141, 0.7777, 1 / 48 + 1e-3]),
-        ((1, 2), [0.0, 1.0, 0.4, 0.6]),  # K = 2: N is 1 or 2, both one-sided
-        ((3, 5), [0.0, 0.07, 0.5, 0.93, 1.0]),
-        ((1, 1), [0.0, 0.5]),  # K = 1: the only value, no eta gradient
+        ((7, 7), [0.0, 1.0, 0.5, 0.01, 0.99, 0.3141, 0.7777, 1 / 48 + 1e-3], False),
+        ((1, 2), [0.0, 1.0, 0.4, 0.6], False),  # K = 2: N is 1 or 2, both one-sided
+        ((3, 5), [0.0, 0.07, 0.5, 0.93, 1.0], False),
+        ((1, 1), [0.0, 0.5], False),  # K = 1: the only value, no eta gradient
+        ((6, 6), [0.0, 0.2, 0.5, 0.8, 1.0], True),  # values in {0, 1, 2}: the earlier one wins
     ],
 )
-def test_matches_reference(device: str, hw: tuple[int, int], etas: list[float]) -> None:
+def test_matches_reference(device: str, hw: tuple[int, int], etas: list[float], tied: bool) -> None:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(3, len(etas), *hw))
+    shape = (3, len(etas), *hw)
+    x = rng.integers(0, 3, size=shape).astype(np.float64) if tied else rng.normal(size=shape)
     eta = np.array(etas)
     grad_out = rng.normal(size=(3, len(etas)))
     got = run_layer(x, eta, grad_out, device)
@@ -81,10 +83,11 @@ def test_matches_reference(device: str, hw: tuple[int, int], etas: list[float]) 
 def test_limits_are_max_and_mean(device: str) -> None:
     x = torch.randn(4, 6, 5, 7, device=device)
     as_max, as_mean = LenaPool(6, eta_init=0.0).to(device), LenaPool(6, eta_init=1.0).to(device)
-    torch.testing.assert_close(as_max(x), x.amax(dim=(2, 3)), rtol=0, atol=0)
-    torch.testing.assert_close(as_mean(x), x.mean(dim=(2, 3)), rtol=1e-6, atol=1e-6)
-    x64 = x.double()
-    torch.testing.assert_close(as_mean(x64), x64.mean(dim=(2, 3)), rtol=1e-13, atol=1e-13)
+    for x_ in (x, x.double()):
+        assert torch.equal(as_max(x_), x_.amax(dim=(2, 3)))
+        assert torch.equal(as_mean(x_), x_.mean(dim=(2, 3)))
+        assert torch.equal(as_mean(x_), GlobalAvgPool(6)(x_))
+        assert torch.equal(as_max(x_), GlobalMaxPool(6)(x_))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -104,23 +107,46 @@ def test_ties_are_deterministic_and_select_exactly_n(device: str) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_autocast_keeps_the_selection(device: str) -> None:
+def test_selection_mask_counts_n_from_max_to_mean(device: str) -> None:
+    k = 5 * 4
+    etas = [0.0, 0.5 / (k - 1), 0.5, 1 - 1e-3, 1.0]  # N = 1, 2, 11, K, K
+    layer = LenaPool(len(etas)).to(device)
+    with torch.no_grad():
+        layer.eta.copy_(torch.tensor(etas))
+    mask = layer.selection_mask(torch.randn(2, len(etas), 5, 4, device=device))
+    counts = [1 + math.ceil(float(np.float32(eta)) * (k - 1)) for eta in etas]
+    assert counts == [1, 2, 11, k, k]
+    assert mask.sum(dim=(2, 3)).tolist() == [counts, counts]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_matches_the_reference_on_half_precision_features(device: str) -> None:
+    """Under autocast a conv hands the layer half-precision maps; the layer's output and both
+    gradients must still be those of eqs. (6), (10), (11) on exactly those values."""
     dtype = torch.float16 if device == "cuda" else torch.bfloat16
-    x = torch.randn(2, 8, 7, 7, device=device).to(dtype)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1).to(device)
     layer = LenaPool(8, eta_init=0.37).to(device)
-    xr = x.clone().requires_grad_(True)
+    with torch.no_grad():
+        layer.eta.copy_(torch.linspace(0, 1, 8))
     with torch.autocast(device_type=device, dtype=dtype):
-        out = layer(xr)
-    out.float().sum().backward()
-    want, want_grad, _ = reference(
-        x.double().cpu().numpy(),
+        f = conv(torch.randn(2, 3, 7, 7, device=device))
+        f.retain_grad()
+        out = layer(f)
+    assert f.dtype == dtype
+    grad_out = torch.randn(2, 8, device=device).to(dtype)  # what reaches the layer
+    out.backward(grad_out)
+    want, want_grad, want_eta_grad = reference(
+        f.detach().double().cpu().numpy(),
         layer.eta.detach().cpu().numpy(),
-        np.ones((2, 8)),
+        grad_out.double().cpu().numpy(),
     )
     np.testing.assert_allclose(out.float().detach().cpu().numpy(), want, rtol=1e-2, atol=1e-2)
-    assert torch.equal((xr.grad != 0).cpu(), torch.from_numpy(want_grad != 0))
-    assert layer.eta.grad is not None
-    assert torch.isfinite(layer.eta.grad).all()
+    assert torch.equal((f.grad != 0).cpu(), torch.from_numpy(want_grad != 0))
+    np.testing.assert_allclose(f.grad.float().cpu().numpy(), want_grad, rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(
+        layer.eta.grad.cpu().numpy(), want_eta_grad, rtol=1e-4, atol=1e-4, err_msg="grad_eta"
+    )
 
 
 def train_eta(target: str, steps: int = 60) -> float:
