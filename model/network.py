@@ -42,9 +42,13 @@ class Objectness(nn.Module):
 
     The class activation maps of the chosen ImageNet classes are computed from the trunk's own
     features with the pretrained classifier's weights (frozen, a buffer), concatenated to the
-    features and fused back to L channels by a 1x1 conv. The paper computes them with a separate
-    pretrained AlexNet; sharing the trunk costs nothing extra at inference. The fusion starts as
-    the identity on the features, so training starts from the plain pretrained network.
+    features and fused back to L channels by a 1x1 conv. The fusion starts as the identity on
+    the features, so training starts from the plain pretrained network.
+
+    The paper computes the maps with a separate, frozen, pretrained AlexNet. Sharing the trunk
+    costs nothing extra at inference, and the maps are exactly the pretrained classifier's CAMs
+    while the trunk is (as by default: `--freeze-blocks`) frozen at its ImageNet weights up to
+    its last trained block; the blocks that are fine-tuned move the maps with them.
     """
 
     def __init__(self, classifier: nn.Linear, class_ids: list[int], channels: int) -> None:
@@ -56,9 +60,12 @@ class Objectness(nn.Module):
             self.fuse.weight.zero_()
             self.fuse.weight[:, :channels, 0, 0].copy_(torch.eye(channels))
 
+    def class_maps(self, f: Tensor) -> Tensor:
+        """CAM_k(w, h) = sum_l W_kl f_l(w, h), W = classifier rows. (B, L, h, w) -> (B, K, h, w)"""
+        return torch.einsum("blhw,kl->bkhw", f, self.cam_weight.to(f.dtype))
+
     def forward(self, f: Tensor) -> Tensor:  # (B, L, h, w) -> (B, L, h, w)
-        cams = torch.einsum("blhw,kl->bkhw", f, self.cam_weight.to(f.dtype))
-        return self.fuse(torch.cat([f, cams], dim=1))
+        return self.fuse(torch.cat([f, self.class_maps(f)], dim=1))
 
 
 def most_activated_classes(pooled: Tensor, classifier: nn.Linear, k: int) -> list[int]:

