@@ -108,11 +108,23 @@ def _read_table(csv_path: Path, expected: Sequence[str]) -> list[tuple[int, dict
 
 
 def _parse_path(raw: str, image_root: Path, csv_path: Path, row: int, column: str) -> Path:
-    """Resolve a CSV path cell against the image root; an empty cell is a bad row."""
+    """Resolve a CSV path cell against the image root; an empty cell is a bad row.
+
+    The path must stay inside the root: the checkpoint records its split by names relative to
+    it, so an image outside (`../x.png`, an absolute path elsewhere) could never be recorded,
+    and the run would fail only after training, when the checkpoint is written.
+    """
     text = raw.strip()
     if not text:
         raise DataError(f"{csv_path}, row {row}: empty path in column {column!r}")
-    return (image_root / text).resolve()
+    root = image_root.resolve()
+    path = (root / text).resolve()
+    if not path.is_relative_to(root):
+        raise DataError(
+            f"{csv_path}, row {row}: path {text!r} in column {column!r} points outside {root}; "
+            f"image paths must lie in that folder (or below it): move the image there"
+        )
+    return path
 
 
 def _parse_score(raw: str, csv_path: Path, row: int, column: str) -> float:
@@ -149,7 +161,9 @@ def _image_problem(path: Path, check_images: bool) -> str | None:
         return None
     try:
         with Image.open(path) as image:
-            image.verify()  # checks headers and structure without decoding all pixels
+            # A full decode: verify() only checks the structure and lets a truncated JPEG
+            # through, which would then fail mid-run when its views are rendered.
+            image.load()
     except Exception as exc:  # PIL raises many exception types for corrupt files
         return f"unreadable: {type(exc).__name__}: {exc}"
     return None
@@ -282,6 +296,11 @@ def read_pairs_csv(
         path_a = _parse_path(record["path_a"], root, csv_path, row, "path_a")
         path_b = _parse_path(record["path_b"], root, csv_path, row, "path_b")
         label = _parse_label(record["label"], csv_path, row)
+        if path_a == path_b:
+            raise DataError(
+                f"{csv_path}, row {row}: path_a and path_b are the same image {path_a}; a pair "
+                f"compares two different images: fix or remove the row"
+            )
         parsed.append((row, LabelledPair(path_a, path_b, label)))
     return _filter_rows(
         csv_path, parsed, lambda p: (p.path_a, p.path_b), check_images, on_bad_image
@@ -444,6 +463,23 @@ def _empty_pairs() -> NDArray[np.int64]:
     return np.zeros((0, 2), dtype=np.int64)
 
 
+def unused_images(scores: ArrayLike, protocol: PairProtocol, ratio: float = 2.0) -> int:
+    """How many images a protocol can never put in a pair: those exactly at the median, or
+    those with no partner at least `ratio` apart (after +1, as in ratio_pairs)."""
+    values = _as_scores(scores)
+    if values.size == 0:
+        return 0
+    if protocol == "median":
+        median = np.median(values)
+        return int(np.count_nonzero(values == median))
+    index = _ratio_index(values, ratio)
+    # Positions are sorted by score and first[i] > i, so sorted position j is the higher image
+    # of some pair iff j >= first[0], and the lower image of one iff counts[j] > 0.
+    positions = np.arange(values.size)
+    paired = (positions >= index.first[0]) | (index.counts > 0)
+    return int(values.size - np.count_nonzero(paired))
+
+
 def median_pairs(scores: ArrayLike, n_pairs: int, rng: np.random.Generator) -> NDArray[np.int64]:
     """The paper's training protocol: one image strictly above the median, one strictly below.
 
@@ -548,6 +584,14 @@ def ratio_pairs(
             f"no pair of scores differs by a factor {ratio:g} (after +1); lower the ratio"
         )
     if n_pairs is None:
+        n_unused = unused_images(values, "ratio", ratio)
+        if n_unused:
+            logger.info(
+                "ratio pairs: %d of %d image(s) have no partner at least %gx apart and are unused",
+                n_unused,
+                values.size,
+                ratio,
+            )
         pairs = _ratio_pairs_at(index, np.arange(total, dtype=np.int64))
         return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     if n_pairs < 0:
@@ -620,6 +664,19 @@ class PairSampler:
         scores.flags.writeable = False  # the sampler's pairs must not change under it
         object.__setattr__(self, "scores", scores)
         self.epoch(0)
+        n_unused = unused_images(scores, self.protocol, self.ratio)
+        why = (
+            "at the median"
+            if self.protocol == "median"
+            else f"without a partner {self.ratio:g}x apart"
+        )
+        logger.info(
+            "%s pairs: %d of %d training image(s) are %s and never used",
+            self.protocol,
+            n_unused,
+            scores.size,
+            why,
+        )
 
     def epoch(self, e: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Oriented index pairs (P, 2) and float32 labels (P,) for epoch `e` (>= 0)."""

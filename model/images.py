@@ -11,10 +11,25 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from model.backbones import Preprocessing
+from model.data import DataError
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Any image Pillow reads, EXIF-rotated, as RGB uint8 (H, W, 3); alpha over white."""
+    """Any image Pillow reads, EXIF-rotated, as RGB uint8 (H, W, 3); alpha over white.
+
+    A file that cannot be decoded raises DataError naming it: Pillow's own errors (e.g.
+    "image file is truncated") do not say which of a thousand images is at fault.
+    """
+    try:
+        return _decode_rgb(path)
+    except Exception as exc:  # Pillow raises many exception types for corrupt files
+        raise DataError(
+            f"{path}: cannot decode the image ({type(exc).__name__}: {exc}); re-save or remove "
+            f"it, or train with --on-bad-image skip"
+        ) from exc
+
+
+def _decode_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as opened:
         opened.seek(0)  # first frame of a GIF
         img: Image.Image = ImageOps.exif_transpose(opened)

@@ -19,6 +19,7 @@ from model.data import (
     PairSampler,
     ScoredImage,
     extreme_pairs,
+    index_pairs,
     median_pairs,
     orient_pairs,
     ratio_pairs,
@@ -29,7 +30,9 @@ from model.data import (
     split_by_image,
     split_from_json,
     to_labelled_pairs,
+    unused_images,
 )
+from model.images import load_rgb
 
 DANKMEMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dankmemes2020-task1"
 
@@ -132,7 +135,8 @@ def test_empty_path_names_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize("label", ["2", "yes", "", "-1"])
 def test_bad_label_names_row(tmp_path: Path, label: str) -> None:
     _image(tmp_path / "a.png")
-    rows = [["path_a", "path_b", "label"], ["a.png", "a.png", "1"], ["a.png", "a.png", label]]
+    _image(tmp_path / "b.png")
+    rows = [["path_a", "path_b", "label"], ["a.png", "b.png", "1"], ["a.png", "b.png", label]]
     csv_path = _csv(tmp_path / "p.csv", rows)
     with pytest.raises(DataError) as info:
         read_pairs_csv(csv_path)
@@ -432,3 +436,108 @@ def test_pair_sampler_fails_at_construction() -> None:
         PairSampler(np.ones(5))
     with pytest.raises(ValueError, match="protocol"):
         PairSampler(np.arange(5.0), protocol="random")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Truncated images, paths outside the root, degenerate pairs
+# --------------------------------------------------------------------------------------------
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    """A real JPEG cut short: its header and structure are intact, its pixels are not."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with Image.open(path) as image:
+        image.verify()  # the premise: a structural check alone lets this file through
+    return path
+
+
+def test_truncated_jpeg_is_unreadable_at_read_time(tmp_path: Path) -> None:
+    _image(tmp_path / "ok.png")
+    _truncated_jpeg(tmp_path / "cut.jpg")
+    csv_path = _csv(tmp_path / "s.csv", [["path", "score"], ["ok.png", 1], ["cut.jpg", 2]])
+    with pytest.raises(DataError, match=r"row 3: .*cut\.jpg \(unreadable: OSError"):
+        read_scores_csv(csv_path)
+    assert [im.path.name for im in read_scores_csv(csv_path, on_bad_image="skip")] == ["ok.png"]
+
+
+def test_decoding_a_truncated_jpeg_names_the_file(tmp_path: Path) -> None:
+    cut = _truncated_jpeg(tmp_path / "cut.jpg")
+    with pytest.raises(DataError, match=r"cut\.jpg: cannot decode the image \(OSError"):
+        load_rgb(cut)
+
+
+@pytest.mark.parametrize("outside", ["../elsewhere.png", "sub/../../elsewhere.png"])
+def test_path_outside_the_csv_folder_names_the_row(tmp_path: Path, outside: str) -> None:
+    _image(tmp_path / "elsewhere.png")
+    _image(tmp_path / "data" / "ok.png")
+    rows = [["path", "score"], ["ok.png", 1], [outside, 2]]
+    csv_path = _csv(tmp_path / "data" / "s.csv", rows)
+    with pytest.raises(DataError, match=r"row 3: path .* points outside .*data"):
+        read_scores_csv(csv_path)
+    pair_rows = [["path_a", "path_b", "label"], ["ok.png", outside, 1]]
+    pairs = _csv(tmp_path / "data" / "p.csv", pair_rows)
+    with pytest.raises(DataError, match=r"row 2: path .* in column 'path_b' points outside"):
+        read_pairs_csv(pairs)
+
+
+def test_absolute_path_inside_the_folder_is_accepted(tmp_path: Path) -> None:
+    image = _image(tmp_path / "sub" / "a.png")
+    csv_path = _csv(tmp_path / "s.csv", [["path", "score"], [str(image), 1]])
+    assert read_scores_csv(csv_path) == [ScoredImage(image.resolve(), 1.0)]
+
+
+def test_pair_of_an_image_with_itself_names_the_row(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "b.png")
+    rows = [["path_a", "path_b", "label"], ["a.png", "b.png", 1], ["a.png", "./a.png", 0]]
+    with pytest.raises(DataError, match=r"row 3: path_a and path_b are the same image"):
+        read_pairs_csv(_csv(tmp_path / "p.csv", rows))
+
+
+# --------------------------------------------------------------------------------------------
+# Images no protocol can use are counted
+# --------------------------------------------------------------------------------------------
+
+
+def test_unused_images_by_brute_force() -> None:
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 12, size=60).astype(float)
+    for ratio in (1.5, 2.0, 4.0):
+        pairs = ratio_pairs(scores, ratio)
+        assert unused_images(scores, "ratio", ratio) == 60 - len(np.unique(pairs))
+    assert unused_images(scores, "median") == np.count_nonzero(scores == np.median(scores))
+    assert unused_images(np.array([0.0, 1.0, 1.0, 5.0]), "ratio", 2.0) == 0
+    assert unused_images(np.array([1.0, 2.0, 2.5, 9.0]), "ratio", 3.0) == 1  # only 2.0: none
+
+
+@pytest.mark.parametrize("protocol", ["median", "ratio"])
+def test_pair_sampler_logs_the_unused_count(
+    protocol: PairProtocol, caplog: pytest.LogCaptureFixture
+) -> None:
+    scores = np.array([0.0, 1.0, 3.0, 3.0, 3.0, 9.0, 20.0])  # median 3: three at the median
+    expected = {"median": 3, "ratio": unused_images(scores, "ratio", 2.0)}[protocol]
+    with caplog.at_level(logging.INFO, logger="model.data"):
+        PairSampler(scores, protocol, ratio=2.0, pairs_per_epoch=8)
+    assert f"{expected} of 7 training image(s)" in caplog.text
+
+
+def test_index_pairs_keeps_pairs_inside_one_side_and_counts_the_rest() -> None:
+    paths = [Path(f"/d/{name}.png") for name in "abcde"]
+    a, b, c, d, e = paths
+    pairs = [
+        LabelledPair(a, b, 1),  # both in `side`: kept, a more viral
+        LabelledPair(b, c, 0),  # both in `side`: kept, c more viral
+        LabelledPair(a, d, 1),  # crosses to the other side: dropped
+        LabelledPair(d, e, 0),  # wholly on the other side: dropped
+    ]
+    side = [c, a, b]  # indices follow this list, not the pairs
+    indexed, dropped = index_pairs(pairs, side)
+    np.testing.assert_array_equal(indexed, [[1, 2], [0, 2]])
+    assert indexed.dtype == np.int64
+    assert dropped == 2
+    empty, dropped_all = index_pairs(pairs, [e])
+    assert empty.shape == (0, 2)
+    assert dropped_all == 4
