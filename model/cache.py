@@ -91,12 +91,35 @@ def prefix_features(model: FromBlock, views: Tensor, device: torch.device) -> Te
     return run_blocks(model.net, views, 0, model.start, device)
 
 
+def prefix_digest(net: ViralityNet, start: int) -> str:
+    """SHA-256 of the weights and buffers of trunk blocks [0, start); empty for no prefix.
+
+    The cached features are a function of these weights: a run resumed from a fine-tuned
+    checkpoint with a larger `freeze_blocks` must not reuse features of the ImageNet weights.
+    """
+    if start == 0:
+        return ""
+    digest = hashlib.sha256()
+    for name, tensor in net.trunk[:start].state_dict().items():  # type: ignore[index]
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def _cache_file(
     cache_dir: Path, model: FromBlock, paths: Sequence[Path], start: int, n_views: int, seed: int
 ) -> Path:
     pre = model.net.preprocessing
     key = json.dumps(
-        [[str(p) for p in paths], model.net.config.backbone, start, n_views, seed, pre.input_size]
+        [
+            [str(p) for p in paths],
+            model.net.config.backbone,
+            start,
+            n_views,
+            seed,
+            pre.input_size,
+            prefix_digest(model.net, start),
+        ]
     )
     return cache_dir / f"inputs-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
