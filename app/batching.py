@@ -153,18 +153,26 @@ class Batcher(Generic[T, R]):
     def start(self) -> None:
         self._thread.start()
 
+    def check(self, count: int) -> None:
+        """Raise what `reserve(count)` would raise now, without reserving anything."""
+        with self._changed:
+            self._check(count)
+
     def reserve(self, count: int) -> Reservation[T, R]:
         """Admit `count` images or refuse at once (QueueFullError, ShuttingDownError)."""
         with self._changed:
-            if not self._accepting:
-                raise ShuttingDownError("the service is shutting down")
-            if self._pending + count > self.max_pending:
-                raise QueueFullError(
-                    f"{self._pending} images are queued; {count} more would exceed "
-                    f"the bound of {self.max_pending}"
-                )
+            self._check(count)
             self._pending += count
         return Reservation(self, count)
+
+    def _check(self, count: int) -> None:
+        if not self._accepting:
+            raise ShuttingDownError("the service is shutting down")
+        if self._pending + count > self.max_pending:
+            raise QueueFullError(
+                f"{self._pending} images are queued; {count} more would exceed "
+                f"the bound of {self.max_pending}"
+            )
 
     def close(self) -> None:
         """Admit nothing new; work already reserved is still scored."""

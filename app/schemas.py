@@ -20,8 +20,9 @@ class ScoreEntry(BaseModel):
         "(null when the checkpoint has no calibration table).",
         examples=[87.5],
     )
-    heatmap_url: str = Field(
-        description="Where the image's viraliency heatmap can be fetched while it is kept.",
+    heatmap_url: str | None = Field(
+        description="Where the image's viraliency heatmap can be fetched while it is kept; "
+        "null when the image is too large to keep (VIRALIENCY_HEATMAP_STORE_MAX_BYTES).",
         examples=[f"/heatmap?image_id={EXAMPLE_ID}"],
     )
     width: int = Field(description="Image width in pixels, after EXIF orientation.", examples=[640])
@@ -132,3 +133,19 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         504: "Not scored before the request deadline.",
     }
     return {s: {"model": ErrorResponse, "description": meaning[s]} for s in statuses}
+
+
+def upload_body(path: str, files: dict[str, str | list[str]]) -> dict[str, Any]:
+    """`openapi_extra` with an example of a multipart request body: file names by field, and
+    the curl command that sends them (the docs cannot show file contents)."""
+    parts = [
+        f"-F {field}=@{name}"
+        for field, names in files.items()
+        for name in ([names] if isinstance(names, str) else names)
+    ]
+    example = {
+        "summary": ", ".join(f"{field}: {names}" for field, names in files.items()),
+        "description": f"`curl {' '.join(parts)} http://localhost:8000{path}`",
+        "value": files,
+    }
+    return {"requestBody": {"content": {"multipart/form-data": {"examples": {"files": example}}}}}

@@ -3,7 +3,9 @@
     uploads --(thread pool)--> Prepared --(Batcher, one worker thread)--> Prediction
 
 `Service` owns the engine, the batcher, the decoding pool and the heatmap store; the lifespan
-starts it (load, warm up) and stops it (refuse new work, finish what was admitted).
+starts it (load, warm up) and stops it (refuse new work, finish what was admitted). A route
+reserves queue slots with `admit` before it reads any upload into memory, then scores them
+through the `Admission`; drawing heatmaps goes through `render`, bounded apart from scoring.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
@@ -45,6 +49,36 @@ class Scored:
     width: int
     height: int
     viraliency: ViraliencyMap
+    kept: bool = False  # in the store, so GET /heatmap and /regions find it by image_id
+
+
+class Admission:
+    """One request's reserved queue slots, inside its deadline: decode, batch, unbatch, keep."""
+
+    def __init__(self, service: Service, reservation: Reservation[Prepared, Prediction]) -> None:
+        self._service = service
+        self._reservation = reservation
+
+    async def score(self, uploads: Sequence[Upload], keep: bool = True) -> list[Scored]:
+        """Score uploads in order; keep=True keeps them for GET /heatmap and GET /regions."""
+        service = self._service
+        prepared = await service.prepare_all(uploads)
+        futures = self._reservation.submit([item for _, item in prepared])
+        predictions = await asyncio.gather(*map(asyncio.wrap_future, futures))
+        return [
+            Scored(
+                image_id,
+                prediction.score,
+                service.engine.percentile(prediction.score),
+                item.width,
+                item.height,
+                prediction.viraliency,
+                kept=keep and service.keep(upload, image_id, item, prediction),
+            )
+            for upload, (image_id, item), prediction in zip(
+                uploads, prepared, predictions, strict=True
+            )
+        ]
 
 
 def _prepare_upload(upload: Upload, max_pixels: int, size: int) -> tuple[str, Prepared]:
@@ -73,6 +107,7 @@ class Service:
             settings.heatmap_store_max_bytes,
             settings.heatmap_ttl_s,
         )
+        self._render_slots = threading.BoundedSemaphore(settings.max_concurrent_renders)
         self.ready = False
         metrics.queue_depth.set_function(lambda: self.batcher.pending)
         metrics.heatmap_store_items.set_function(lambda: len(self.store))
@@ -105,22 +140,78 @@ class Service:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decoder, lambda: fn(*args, **kwargs))
 
-    def _reserve(self, count: int) -> Reservation[Prepared, Prediction]:
+    def _refusal(self, exc: QueueFullError | ShuttingDownError) -> ApiError:
         retry = {"Retry-After": str(self.settings.retry_after_s)}
-        try:
-            return self.batcher.reserve(count)
-        except QueueFullError as exc:
-            raise ApiError(
-                503, "queue_full", f"overloaded: {exc}; retry later", headers=retry
-            ) from None
-        except ShuttingDownError:
-            message = "the service is shutting down; retry on another instance"
-            raise ApiError(503, "shutting_down", message, headers=retry) from None
+        if isinstance(exc, QueueFullError):
+            return ApiError(503, "queue_full", f"overloaded: {exc}; retry later", headers=retry)
+        message = "the service is shutting down; retry on another instance"
+        return ApiError(503, "shutting_down", message, headers=retry)
 
-    async def _prepare_all(
-        self, uploads: Sequence[Upload], max_pixels: int, size: int
-    ) -> list[tuple[str, Prepared]]:
+    def check_room(self, count: int) -> None:
+        """503 at once when `count` images could not be admitted now (nothing is reserved)."""
+        try:
+            self.batcher.check(count)
+        except (QueueFullError, ShuttingDownError) as exc:
+            raise self._refusal(exc) from None
+
+    @asynccontextmanager
+    async def deadline(self) -> AsyncIterator[None]:
+        """504 when the block takes longer than request_deadline_s."""
+        started = time.monotonic()
+        timeout = asyncio.timeout(self.settings.request_deadline_s)
+        try:
+            async with timeout:
+                yield
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            waited = time.monotonic() - started
+            raise ApiError(
+                504,
+                "deadline_exceeded",
+                f"not answered within the {self.settings.request_deadline_s:g} s deadline "
+                f"(waited {waited:.3f} s); the service is overloaded, retry later",
+            ) from None
+
+    @asynccontextmanager
+    async def admit(self, count: int) -> AsyncIterator[Admission]:
+        """Reserve queue slots for `count` images (503 when full) before their bytes are read;
+        the deadline covers the whole block, and slots left unused are released on any exit."""
+        async with self.deadline():
+            try:
+                reservation = self.batcher.reserve(count)
+            except (QueueFullError, ShuttingDownError) as exc:
+                raise self._refusal(exc) from None
+            with reservation:
+                yield Admission(self, reservation)
+
+    async def render(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Blocking drawing (heatmaps, regions) on the decoding threads, at most
+        max_concurrent_renders at once (503 beyond it) and within the deadline (504).
+
+        A slot is freed when the drawing itself ends, not when a request stops waiting for it,
+        so requests that time out cannot let more drawings run than the bound.
+        """
+        if not self._render_slots.acquire(blocking=False):
+            raise ApiError(
+                503,
+                "render_busy",
+                f"{self.settings.max_concurrent_renders} heatmaps or region maps are being drawn, "
+                "the most at once; retry later, or ask for a smaller one with max_side",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            )
+        try:
+            job = self.decoder.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._render_slots.release()
+            raise
+        job.add_done_callback(lambda _: self._render_slots.release())
+        async with self.deadline():
+            return await asyncio.wrap_future(job)
+
+    async def prepare_all(self, uploads: Sequence[Upload]) -> list[tuple[str, Prepared]]:
         """Decode every upload in the pool; a bad one fails the request, the first by position."""
+        size, max_pixels = self.engine.input_size, self.settings.max_pixels
         outcomes = await asyncio.gather(
             *(self.in_pool(_prepare_upload, u, max_pixels, size) for u in uploads),
             return_exceptions=True,
@@ -130,40 +221,23 @@ class Service:
                 raise outcome
         return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
 
-    async def score(self, uploads: Sequence[Upload], keep: bool = True) -> list[Scored]:
-        """Score uploads in order; keep=True keeps them for GET /heatmap and GET /regions."""
-        started = time.monotonic()
-        size, max_pixels = self.engine.input_size, self.settings.max_pixels
-        try:
-            async with asyncio.timeout(self.settings.request_deadline_s):
-                with self._reserve(len(uploads)) as reservation:
-                    prepared = await self._prepare_all(uploads, max_pixels, size)
-                    futures = reservation.submit([p for _, p in prepared])
-                    predictions = await asyncio.gather(*map(asyncio.wrap_future, futures))
-        except TimeoutError:
-            waited = time.monotonic() - started
-            raise ApiError(
-                504,
-                "deadline_exceeded",
-                f"not scored within the {self.settings.request_deadline_s:g} s deadline "
-                f"(waited {waited:.3f} s); the service is overloaded, retry later",
-            ) from None
-        results = [
-            Scored(
-                image_id,
-                prediction.score,
-                self.engine.percentile(prediction.score),
-                item.width,
-                item.height,
-                prediction.viraliency,
-            )
-            for (image_id, item), prediction in zip(prepared, predictions, strict=True)
-        ]
-        if keep:
-            for upload, result in zip(uploads, results, strict=True):
-                stored = StoredImage(upload.data, result.viraliency, result.width, result.height)
-                self.store.put(result.image_id, stored)
-        return results
+    def keep(
+        self, upload: Upload, image_id: str, prepared: Prepared, prediction: Prediction
+    ) -> bool:
+        """Keep a scored image for GET /heatmap and /regions; False when it alone is too big."""
+        stored = StoredImage(upload.data, prediction.viraliency, prepared.width, prepared.height)
+        if self.store.put(image_id, stored):
+            return True
+        log.info(
+            "not kept for /heatmap",
+            extra={
+                "event": "not_kept",
+                "image_id": image_id,
+                "bytes": stored.nbytes,
+                "limit": self.settings.heatmap_store_max_bytes,
+            },
+        )
+        return False
 
     def stored(self, image_id: str) -> StoredImage:
         entry = self.store.get(image_id)

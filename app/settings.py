@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     decode_threads: int = Field(
         default_factory=_cpu_count, ge=1, description="Threads decoding and resizing uploads."
     )
+    max_concurrent_renders: int = Field(
+        default_factory=lambda data: max(1, data["decode_threads"] - 1),
+        ge=1,
+        description="Heatmaps and regions drawn at once; beyond it: 503. Defaults to one less "
+        "than decode_threads, so scoring always keeps a decoding thread.",
+    )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After header on 503 answers.")
     shutdown_timeout_s: float = Field(
         default=30.0, ge=0, description="Longest wait on shutdown for accepted images to be scored."
@@ -79,3 +85,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the JSON-lines log on stderr."
     )
+
+    @model_validator(mode="after")
+    def _requests_fit_in_the_queue(self) -> Settings:
+        if self.max_images_per_request > self.max_queued_images:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) is larger than "
+                f"max_queued_images ({self.max_queued_images}): such a request could never be "
+                "admitted. Lower VIRALIENCY_MAX_IMAGES_PER_REQUEST or raise "
+                "VIRALIENCY_MAX_QUEUED_IMAGES."
+            )
+        return self

@@ -21,7 +21,7 @@ def score_entry(request: Request, scored: Scored) -> ScoreEntry:
         image_id=scored.image_id,
         score=scored.score,
         percentile=scored.percentile,
-        heatmap_url=heatmap_url(request, scored.image_id),
+        heatmap_url=heatmap_url(request, scored.image_id) if scored.kept else None,
         width=scored.width,
         height=scored.height,
     )

@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import cv2
+import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
+from pydantic import BeforeValidator
 
 from app.deps import ServiceDep
 from app.heatmap import COLORMAPS, MEDIA_TYPES, ImageFormat, encode, render
 from app.images import decode
-from app.schemas import EXAMPLE_ID, error_responses
+from app.schemas import EXAMPLE_ID, error_responses, upload_body
 from app.store import StoredImage
 from app.uploads import UploadRoute, read_upload
 
@@ -19,6 +22,12 @@ router = APIRouter(tags=["explanation"], route_class=UploadRoute)
 
 Colormap = StrEnum("Colormap", {name.upper(): name for name in COLORMAPS})  # type: ignore[misc]
 JET = Colormap("jet")
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 ImageId = Annotated[
     str,
     Query(
@@ -27,10 +36,25 @@ ImageId = Annotated[
         examples=[EXAMPLE_ID],
     ),
 ]
+IMAGE_EXAMPLE = {
+    "summary": "A 640x480 photo's heatmap",
+    "description": "The image's bytes: the jet-coloured map blended over the photo, 640x480.",
+    "externalValue": f"/heatmap?image_id={EXAMPLE_ID}",
+}
 IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {"image/png": {}, "image/jpeg": {}},
-        "description": "The heatmap, at the image's own size.",
+        "content": {
+            "image/png": {"examples": {"overlay": IMAGE_EXAMPLE}},
+            "image/jpeg": {
+                "examples": {
+                    "overlay": {
+                        **IMAGE_EXAMPLE,
+                        "externalValue": (f"/heatmap?image_id={EXAMPLE_ID}&format=jpeg"),
+                    }
+                }
+            },
+        },
+        "description": "The heatmap, at the image's own size (or within max_side).",
     }
 }
 
@@ -43,35 +67,67 @@ class HeatmapOptions:
     colormap: str = "jet"
     image_format: ImageFormat = "png"
     mode: Literal["overlay", "map"] = "overlay"
+    max_side: int | None = None
 
 
 def heatmap_options(
     alpha: Annotated[
-        float, Query(ge=0.0, le=1.0, description="Weight of the map over the photo.")
+        float,
+        Query(ge=0.0, le=1.0, description="Weight of the map over the photo.", examples=[0.6]),
     ] = 0.5,
-    colormap: Annotated[Colormap, Query(description="An OpenCV colormap, by name.")] = JET,
+    colormap: Annotated[
+        Colormap,
+        BeforeValidator(_lower),
+        Query(description="An OpenCV colormap, by name (any case).", examples=["inferno"]),
+    ] = JET,
     image_format: Annotated[
-        Literal["png", "jpeg"], Query(alias="format", description="Image format.")
+        Literal["png", "jpeg"],
+        Query(alias="format", description="Image format.", examples=["jpeg"]),
     ] = "png",
     mode: Annotated[
         Literal["overlay", "map"],
-        Query(description="overlay: blended over the photo; map: the coloured map alone."),
+        Query(
+            description="overlay: blended over the photo; map: the coloured map alone.",
+            examples=["map"],
+        ),
     ] = "overlay",
+    max_side: Annotated[
+        int | None,
+        Query(
+            ge=16,
+            description="Scale the heatmap down so its longer side is at most this many pixels "
+            "(default: the image's own size).",
+            examples=[1024],
+        ),
+    ] = None,
 ) -> HeatmapOptions:
     """The query parameters shared by GET and POST /heatmap."""
-    return HeatmapOptions(alpha, colormap.value, image_format, mode)
+    return HeatmapOptions(alpha, colormap.value, image_format, mode, max_side)
 
 
 Options = Annotated[HeatmapOptions, Depends(heatmap_options)]
 
 
+def drawn_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The image's size, scaled down to fit max_side x max_side (keeping its aspect ratio)."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes:
     """Blocking: decode the photo again (unless mode=map), render, encode."""
+    width, height = drawn_size(stored.width, stored.height, options.max_side)
     photo = None if options.mode == "map" else decode(stored.upload, "stored image", max_pixels)
+    if photo is not None and (width, height) != (stored.width, stored.height):
+        photo = np.asarray(
+            cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8
+        )
     rgb = render(
         stored.viraliency,
-        stored.width,
-        stored.height,
+        width,
+        height,
         photo=photo,
         colormap=options.colormap,
         alpha=options.alpha,
@@ -82,13 +138,13 @@ def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes
 @router.get(
     "/heatmap",
     response_class=Response,
-    responses={**IMAGE_RESPONSE, **error_responses(404, 422)},
+    responses={**IMAGE_RESPONSE, **error_responses(404, 422, 503, 504)},
     summary="Heatmap of a recently scored image",
 )
 async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) -> Response:
     """The viraliency map (eq. 7) upsampled to the image's size, blended over it by default."""
     stored = service.stored(image_id)
-    body = await service.in_pool(draw, stored, options, service.settings.max_pixels)
+    body = await service.render(draw, stored, options, service.settings.max_pixels)
     return Response(body, media_type=MEDIA_TYPES[options.image_format])
 
 
@@ -97,6 +153,7 @@ async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) 
     response_class=Response,
     responses={**IMAGE_RESPONSE, **error_responses(400, 413, 415, 422, 503, 504)},
     summary="Heatmap of an uploaded image (nothing is kept)",
+    openapi_extra=upload_body("/heatmap", {"image": "beach.jpg"}),
 )
 async def post_heatmap(
     image: Annotated[UploadFile, File(description="The image.")],
@@ -104,9 +161,10 @@ async def post_heatmap(
     service: ServiceDep,
 ) -> Response:
     """Scores the upload and answers its heatmap directly; the score and id come as headers."""
-    upload = await read_upload(image, "image", service.settings)
-    (scored,) = await service.score([upload], keep=False)
-    stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
-    body = await service.in_pool(draw, stored, options, service.settings.max_pixels)
+    async with service.admit(1) as admission:
+        upload = await read_upload(image, "image", service.settings)
+        (scored,) = await admission.score([upload], keep=False)
+        stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
+        body = await service.render(draw, stored, options, service.settings.max_pixels)
     headers = {"X-Image-Id": scored.image_id, "X-Viraliency-Score": f"{scored.score:.6g}"}
     return Response(body, media_type=MEDIA_TYPES[options.image_format], headers=headers)

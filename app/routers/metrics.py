@@ -8,12 +8,26 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app.deps import MetricsDep
 
 router = APIRouter(tags=["operations"])
+METRICS_EXAMPLE = {
+    "summary": "An excerpt",
+    "value": (
+        "# TYPE viraliency_requests_total counter\n"
+        'viraliency_requests_total{method="POST",route="/score",status="200"} 1532.0\n'
+        "# TYPE viraliency_queue_depth gauge\n"
+        "viraliency_queue_depth 3.0\n"
+    ),
+}
 
 
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus metrics."}},
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"examples": {"excerpt": METRICS_EXAMPLE}}},
+            "description": "Prometheus metrics.",
+        }
+    },
     summary="Prometheus metrics",
 )
 async def metrics(registry: MetricsDep) -> Response:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from app.deps import ServiceDep
 from app.regions import salient_regions
 from app.routers.heatmap import ImageId
-from app.schemas import RegionBox, RegionsResponse, error_responses
+from app.schemas import RegionBox, RegionsResponse, error_responses, upload_body
 from app.store import StoredImage
 from app.uploads import UploadRoute, read_upload
 
@@ -22,15 +22,16 @@ Threshold = Annotated[
         le=1.0,
         description="Keep pixels whose map value is at least this fraction of the maximum "
         "(the CAM paper uses 0.2).",
+        examples=[0.3],
     ),
 ]
-MaxRegions = Annotated[int, Query(ge=1, le=100, description="Most boxes to return.")]
+MaxRegions = Annotated[int, Query(ge=1, le=100, description="Most boxes to return.", examples=[5])]
 
 
 async def _regions(
     service: ServiceDep, image_id: str, stored: StoredImage, threshold: float, limit: int
 ) -> RegionsResponse:
-    found = await service.in_pool(
+    found = await service.render(
         salient_regions, stored.viraliency, stored.width, stored.height, threshold, limit
     )
     return RegionsResponse(
@@ -42,7 +43,9 @@ async def _regions(
     )
 
 
-@router.get("/regions", responses=error_responses(404, 422), summary="Salient regions by id")
+@router.get(
+    "/regions", responses=error_responses(404, 422, 503, 504), summary="Salient regions by id"
+)
 async def get_regions(
     image_id: ImageId, service: ServiceDep, threshold: Threshold = 0.2, max_regions: MaxRegions = 10
 ) -> RegionsResponse:
@@ -54,6 +57,7 @@ async def get_regions(
     "/regions",
     responses=error_responses(400, 413, 415, 422, 503, 504),
     summary="Salient regions of an upload",
+    openapi_extra=upload_body("/regions", {"image": "beach.jpg"}),
 )
 async def post_regions(
     image: Annotated[UploadFile, File(description="The image.")],
@@ -62,7 +66,8 @@ async def post_regions(
     max_regions: MaxRegions = 10,
 ) -> RegionsResponse:
     """Scores the upload, keeps it like /score does, and answers its salient regions."""
-    upload = await read_upload(image, "image", service.settings)
-    (scored,) = await service.score([upload])
+    async with service.admit(1) as admission:
+        upload = await read_upload(image, "image", service.settings)
+        (scored,) = await admission.score([upload])
     stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
     return await _regions(service, scored.image_id, stored, threshold, max_regions)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 
 from app.deps import ServiceDep
 from app.routers.entries import score_entry
-from app.schemas import RankedEntry, RankResponse, ScoreResponse, error_responses
+from app.schemas import RankedEntry, RankResponse, ScoreResponse, error_responses, upload_body
 from app.uploads import UploadRoute, read_uploads
 
 router = APIRouter(tags=["scoring"], route_class=UploadRoute)
@@ -20,20 +20,32 @@ Images = Annotated[
 ERRORS = error_responses(400, 413, 415, 422, 503, 504)
 
 
-@router.post("/score", responses=ERRORS, summary="Score images for virality")
+@router.post(
+    "/score",
+    responses=ERRORS,
+    summary="Score images for virality",
+    openapi_extra=upload_body("/score", {"images": ["cat.jpg", "beach.png"]}),
+)
 async def score(images: Images, service: ServiceDep, request: Request) -> ScoreResponse:
     """Per image, in upload order: its id (SHA-256 of the bytes), the raw score s(I), its
     percentile among the checkpoint's calibration images and the URL of its heatmap."""
-    uploads = await read_uploads(images, "images", service.settings)
-    results = await service.score(uploads)
+    async with service.admit(len(images)) as admission:
+        uploads = await read_uploads(images, "images", service.settings)
+        results = await admission.score(uploads)
     return ScoreResponse(results=[score_entry(request, r) for r in results])
 
 
-@router.post("/rank", responses=ERRORS, summary="Order images from most to least viral")
+@router.post(
+    "/rank",
+    responses=ERRORS,
+    summary="Order images from most to least viral",
+    openapi_extra=upload_body("/rank", {"images": ["cat.jpg", "beach.png", "dog.webp"]}),
+)
 async def rank(images: Images, service: ServiceDep, request: Request) -> RankResponse:
     """The uploads sorted by score, highest first (ties keep upload order)."""
-    uploads = await read_uploads(images, "images", service.settings)
-    results = await service.score(uploads)
+    async with service.admit(len(images)) as admission:
+        uploads = await read_uploads(images, "images", service.settings)
+        results = await admission.score(uploads)
     order = sorted(range(len(results)), key=lambda i: -results[i].score)
     ranking = [
         RankedEntry(**score_entry(request, results[i]).model_dump(), rank=position, index=i)

@@ -114,7 +114,9 @@ async def test_openapi_documents_every_route_with_examples(client: httpx.AsyncCl
 
 
 async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -> None:
-    async with serve(max_queued_images=2, max_wait_ms=600.0, max_batch_size=8) as (app, client):
+    async with serve(
+        max_queued_images=2, max_images_per_request=2, max_wait_ms=600.0, max_batch_size=8
+    ) as (app, client):
         waiting = asyncio.create_task(
             client.post("/score", files=multipart(jpeg(seed=1), jpeg(seed=2)))
         )
