@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +99,17 @@ def prefix_digest(net: ViralityNet, start: int) -> str:
     """
     if start == 0:
         return ""
+    return state_digest(net.trunk[:start].state_dict())  # type: ignore[index]
+
+
+def state_digest(state: Mapping[str, Tensor]) -> str:
+    """SHA-256 of a state_dict's names and exact bytes, whatever the dtypes and devices."""
     digest = hashlib.sha256()
-    for name, tensor in net.trunk[:start].state_dict().items():  # type: ignore[index]
+    for name, tensor in state.items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        digest.update(
+            tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,17 @@ class CheckpointInfo:
 
 
 def save_checkpoint(model: ViralityNet, info: CheckpointInfo, folder: Path) -> None:
+    """Write the folder; each file is written aside and renamed into place, so a run killed
+    while saving (training saves at every new best) never leaves a half-written file."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(folder / WEIGHTS_FILE))
+    partial = folder / (WEIGHTS_FILE + ".partial")
+    save_file(tensors, str(partial))
+    os.replace(partial, folder / WEIGHTS_FILE)
     config = json.dumps(info.to_json(model), indent=2, sort_keys=True)
-    (folder / CONFIG_FILE).write_text(config + "\n")
+    partial = folder / (CONFIG_FILE + ".partial")
+    partial.write_text(config + "\n")
+    os.replace(partial, folder / CONFIG_FILE)
     log.info("saved checkpoint to %s", folder)
 
 

@@ -329,6 +329,35 @@ def read_dankmemes(
     )
 
 
+DataFormat = Literal["dankmemes", "scores", "pairs"]
+DATA_FORMATS: tuple[DataFormat, ...] = ("dankmemes", "scores", "pairs")
+
+
+def read_data(
+    data: Path, data_format: str, on_bad_image: BadImagePolicy = "error"
+) -> tuple[list[ScoredImage], list[LabelledPair] | None]:
+    """The images (with scores) of any supported layout, and the labelled pairs for `pairs`.
+
+    With a pair CSV the images are those the pairs mention, with score 0 (scores are unused).
+    """
+    data = Path(data)
+    if data_format == "dankmemes":
+        return read_dankmemes(data, on_bad_image=on_bad_image), None
+    if data_format == "scores":
+        return read_scores_csv(data, on_bad_image=on_bad_image), None
+    if data_format == "pairs":
+        pairs = read_pairs_csv(data, on_bad_image=on_bad_image)
+        paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
+        return [ScoredImage(path, 0.0) for path in paths], pairs
+    raise ValueError(f"unknown data format {data_format!r}; choose one of {list(DATA_FORMATS)}")
+
+
+def split_root(data: Path, data_format: str) -> Path:
+    """The folder a split's image names are relative to: `images/` or the CSV's folder."""
+    data = Path(data)
+    return data / DANKMEMES_IMAGES if data_format == "dankmemes" else data.parent
+
+
 def scores_array(images: Sequence[ScoredImage]) -> NDArray[np.float64]:
     """The scores of `images` as a float64 array, aligned with the list, for the pair protocols."""
     return np.array([image.score for image in images], dtype=np.float64).reshape(len(images))

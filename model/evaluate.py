@@ -1,6 +1,7 @@
 """Evaluation: pairwise accuracy with bootstrap confidence intervals; `viraliency-evaluate`.
 
     viraliency-evaluate weights --data ../shared/data/dankmemes2020-task1
+    viraliency-evaluate runs/mine --data my/scores.csv --data-format scores
 
 Pairs share images, so the pairs are not independent samples: the bootstrap resamples
 *images* (with replacement) and recomputes the accuracy over the pairs among the drawn images,
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from model.data import extreme_pairs, ratio_pairs
+from model.data import DataError, extreme_pairs, ratio_pairs
 
 log = logging.getLogger("viraliency.evaluate")
 
@@ -77,30 +77,100 @@ def validation_metrics(
     }
 
 
+def held_out_metrics(
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    pairs: np.ndarray | None,
+    ratio: float = 2.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics on the validation images: the score protocols (see validation_metrics), or,
+    for a user's labelled pairs, the accuracy on the pairs with both images in validation."""
+    if pairs is None:
+        return validation_metrics(predicted, truth, ratio, seed)
+    acc, lo, hi = bootstrap_accuracy(predicted, pairs, len(predicted), seed=seed)
+    return {
+        "val_images": len(predicted),
+        "val_acc": acc,
+        "val_acc_ci95": [lo, hi],
+        "val_pairs": len(pairs),
+    }
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data: Path | None = None,
+    data_format: str | None = None,
+    ratio: float = 2.0,
+    on_bad_image: str = "error",
+    device_name: str = "auto",
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on the validation images of the split it recorded.
+
+    `data` and `data_format` default to those the checkpoint was trained on; any layout that
+    training reads works (DANKMEMES folder, `path,score` CSV, `path_a,path_b,label` CSV).
+    """
+    from model.cache import FromBlock, cached_inputs
+    from model.checkpoint import CheckpointError, load_checkpoint
+    from model.data import index_pairs, read_data, scores_array, split_from_json, split_root
+    from model.train import bad_image_policy, pick_device, predict
+
+    device = pick_device(device_name)
+    net, info = load_checkpoint(checkpoint, device)
+    recorded = info.training.get("config", {})
+    data = Path(data if data is not None else recorded.get("data", ""))
+    data_format = data_format or recorded.get("data_format") or "dankmemes"
+    split_record = info.training.get("data", {}).get("split")
+    if split_record is None:
+        raise CheckpointError(
+            f"{checkpoint} records no train/validation split (training.data.split), so its "
+            f"held-out images are unknown"
+        )
+    images, labelled = read_data(data, data_format, bad_image_policy(on_bad_image))
+    split = split_from_json(split_record, images, split_root(data, data_format))
+    model = FromBlock(net, 0)
+    val_paths = [i.path for i in split.val]
+    predicted = predict(model, cached_inputs(model, val_paths, 1, 0, device)[0], device)
+    pairs = None if labelled is None else index_pairs(labelled, val_paths)[0]
+    if pairs is not None and not len(pairs):
+        raise DataError(f"{data}: no labelled pair has both images in the validation split")
+    # The training seed also seeds the bootstrap, so the checkpoint's own numbers come back.
+    seed = int(recorded.get("seed", 0))
+    return held_out_metrics(predicted, scores_array(split.val), pairs, ratio, seed)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Evaluate a checkpoint on the validation split it recorded."""
-    from model.cache import FromBlock, cached_inputs
-    from model.checkpoint import load_checkpoint
-    from model.data import read_dankmemes, scores_array, split_from_json
-    from model.train import pick_device, predict
+    from model.checkpoint import CheckpointError
+    from model.data import DATA_FORMATS
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dankmemes2020-task1"))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the DANKMEMES folder or the CSV (default: what the checkpoint was trained on)",
+    )
+    parser.add_argument(
+        "--data-format",
+        choices=DATA_FORMATS,
+        default=None,
+        help="dankmemes, scores (path,score) or pairs (path_a,path_b,label); default: the "
+        "checkpoint's",
+    )
     parser.add_argument("--ratio", type=float, default=2.0)
+    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    net, info = load_checkpoint(args.checkpoint)
-    split = split_from_json(
-        info.training["data"]["split"], read_dankmemes(args.data), args.data / "images"
-    )
-    device = pick_device(args.device)
-    model = FromBlock(net, 0)
-    inputs = cached_inputs(model, [i.path for i in split.val], 1, 0, device)[0]
-    with torch.no_grad():
-        predicted = predict(model, inputs, device)
-    print(json.dumps(validation_metrics(predicted, scores_array(split.val), args.ratio), indent=2))
+    try:
+        metrics = evaluate_checkpoint(
+            args.checkpoint, args.data, args.data_format, args.ratio, args.on_bad_image, args.device
+        )
+    except (DataError, CheckpointError) as exc:
+        raise SystemExit(f"viraliency-evaluate: error: {exc}") from exc
+    print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,16 +11,19 @@ features (`--freeze-blocks`; on a CPU this is what makes fine-tuning the rest af
 with its calibration table and metrics.
 
 Data-parallel under torchrun (DDP; gloo on CPU, nccl on CUDA): each rank trains on its share
-of every epoch's pairs, rank 0 validates and saves.
+of every epoch's pairs, rank 0 validates and saves. The best state is written to `--out` each
+time it improves, so a killed run leaves a usable checkpoint that `--resume` continues from.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,18 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.backbones import build_backbone
-from model.cache import FromBlock, cached_inputs
-from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
+from model.cache import FromBlock, cached_inputs, state_digest
+from model.checkpoint import (
+    Calibration,
+    CheckpointError,
+    CheckpointInfo,
+    load_checkpoint,
+    read_info,
+    save_checkpoint,
+)
 from model.data import (
+    DATA_FORMATS,
+    BadImagePolicy,
     DataError,
     FixedPairs,
     LabelledPair,
@@ -44,13 +56,13 @@ from model.data import (
     Split,
     index_pairs,
     ratio_pairs,
-    read_dankmemes,
-    read_pairs_csv,
-    read_scores_csv,
+    read_data,
     scores_array,
     split_by_image,
+    split_from_json,
+    split_root,
 )
-from model.evaluate import bootstrap_accuracy, validation_metrics
+from model.evaluate import held_out_metrics
 from model.lena import clamp_etas_
 from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
 
@@ -60,8 +72,21 @@ log = logging.getLogger("viraliency.train")
 @dataclass
 class TrainConfig:
     data: str = "../shared/data/dankmemes2020-task1"
-    data_format: str = (
-        "dankmemes"  # dankmemes | scores (CSV path,score) | pairs (path_a,path_b,label)
+    data_format: str = field(
+        default="dankmemes",
+        metadata={
+            "choices": DATA_FORMATS,
+            "help": "dankmemes (labels.csv + images/), scores (CSV path,score) or pairs "
+            "(CSV path_a,path_b,label)",
+        },
+    )
+    on_bad_image: str = field(
+        default="error",
+        metadata={
+            "choices": ("error", "skip"),
+            "help": "a missing or undecodable image stops the run (error), or its rows are "
+            "left out and counted in the log (skip)",
+        },
     )
     out: str = "runs/default"
     backbone: str = "mobilenet_v2"
@@ -83,8 +108,15 @@ class TrainConfig:
     weight_decay: float = 1e-2
     val_fraction: float = 0.15
     seed: int = 0
-    resume: str = ""  # a checkpoint folder to start from
-    amp: bool = True  # bf16 autocast on CUDA
+    resume: str = field(
+        default="",
+        metadata={
+            "help": "a checkpoint folder to continue from: its weights, network (backbone, "
+            "pooling, eta init, objectness) and recorded train/validation split are kept, and "
+            "epochs continue after its last one; the optimiser and LR schedule start afresh"
+        },
+    )
+    amp: bool = True  # bf16 autocast on CUDA, when the GPU supports bf16
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -95,12 +127,33 @@ class FitResult:
     history: list[dict[str, float]]
     best_val_acc: float
     best_epoch: int
+    # Fingerprints of this rank's run: DDP ranks must end with equal parameters after training
+    # on different pairs; the torchrun test compares them.
+    param_digest: str = ""
+    pairs_digest: str = ""
+
+
+class ConfigError(ValueError):
+    """Training flags that contradict each other or the checkpoint being resumed."""
+
+
+OnBest = Callable[[FitResult, np.ndarray], None]  # (new best, its validation scores)
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast on CUDA GPUs that support it; older GPUs (before Ampere) train in fp32."""
+    if not cfg.amp or device.type != "cuda":
+        return False
+    if not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16 support: mixed precision is off, training in fp32")
+        return False
+    return True
 
 
 def pair_accuracy(predicted: np.ndarray, pairs: np.ndarray) -> float:
@@ -162,12 +215,16 @@ def fit(
     device: torch.device | str = "cpu",
     train_pairs: FixedPairs | None = None,
     val_pairs: np.ndarray | None = None,
+    first_epoch: int = 0,
+    on_best: OnBest | None = None,
 ) -> FitResult:
     """Train `model` (inputs -> scores) on pairs of the N training inputs.
 
     train_views: (V, N, ...) V versions of each input; each step uses a random one per image.
     Validation: accuracy on every pair of validation inputs whose scores differ by cfg.ratio.
     With a user's labelled pairs, `train_pairs` and `val_pairs` replace the score protocols.
+    Epochs are numbered from `first_epoch` (a resumed run draws new pairs, not epoch 0's
+    again); `on_best` is called on rank 0 each time validation improves, e.g. to save.
     """
     device = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -191,13 +248,15 @@ def fit(
         total_steps=cfg.epochs * steps_per_epoch,
         pct_start=0.1,
     )
-    use_amp = cfg.amp and device.type == "cuda"
+    amp = use_amp(cfg, device)
     rng = np.random.default_rng([cfg.seed, rank])
     history: list[dict[str, float]] = []
     best = FitResult(copy.deepcopy(model.state_dict()), history, -1.0, -1)
-    for epoch in range(cfg.epochs):
+    pairs_seen = hashlib.sha256()
+    for epoch in range(first_epoch, first_epoch + cfg.epochs):
         ab, labels = sampler.epoch(epoch)
         ab, labels = ab[rank::world], labels[rank::world]  # this rank's share
+        pairs_seen.update(ab[: steps_per_epoch * cfg.batch_pairs].tobytes())
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch}",
@@ -212,7 +271,7 @@ def fit(
             view = rng.integers(0, len(train_views), size=len(images))
             x = train_views[torch.from_numpy(view), torch.from_numpy(images)].to(device).float()
             y = torch.from_numpy(labels[sl]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 scores = trained(x).float()
             where_t = torch.from_numpy(where.reshape(-1, 2)).to(device)
             logits = scores[where_t[:, 0]] - scores[where_t[:, 1]]
@@ -227,28 +286,90 @@ def fit(
             loss_sum += float(loss.detach()) * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         record = {"epoch": float(epoch), "train_loss": loss_sum / seen, "train_acc": correct / seen}
-        if rank == 0:
-            record["val_acc"] = pair_accuracy(predict(model, val_inputs, device), val_pairs)
-            if record["val_acc"] > best.best_val_acc:
-                best = FitResult(
-                    copy.deepcopy(model.state_dict()), history, record["val_acc"], epoch
-                )
-            log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})
         history.append(record)
+        if rank != 0:
+            continue
+        predicted = predict(model, val_inputs, device)
+        record["val_acc"] = pair_accuracy(predicted, val_pairs)
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})
+        if record["val_acc"] > best.best_val_acc:
+            best = FitResult(copy.deepcopy(model.state_dict()), history, record["val_acc"], epoch)
+            if on_best is not None:
+                on_best(best, predicted)
+    best.param_digest = state_digest(model.state_dict())
+    best.pairs_digest = pairs_seen.hexdigest()
     return best
+
+
+def bad_image_policy(name: str) -> BadImagePolicy:
+    if name not in ("error", "skip"):
+        raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {name!r}")
+    return "skip" if name == "skip" else "error"
 
 
 def read_images(cfg: TrainConfig) -> tuple[list[ScoredImage], list[LabelledPair] | None]:
     """The images (with scores), and the user's labelled pairs when the data is a pair CSV."""
-    if cfg.data_format == "dankmemes":
-        return read_dankmemes(Path(cfg.data)), None
-    if cfg.data_format == "scores":
-        return read_scores_csv(Path(cfg.data)), None
-    if cfg.data_format == "pairs":
-        pairs = read_pairs_csv(Path(cfg.data))
-        paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
-        return [ScoredImage(path, 0.0) for path in paths], pairs  # scores unused with pairs
-    raise ValueError(f"unknown data format {cfg.data_format!r}; choose dankmemes, scores, pairs")
+    return read_data(Path(cfg.data), cfg.data_format, bad_image_policy(cfg.on_bad_image))
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming: the checkpoint decides the network and the split
+# --------------------------------------------------------------------------------------------
+
+NETWORK_FLAGS = ("backbone", "pooling", "eta_init", "objectness")
+
+
+def network_settings(info: CheckpointInfo) -> dict[str, Any]:
+    """The TrainConfig values that built a checkpoint's network."""
+    net = info.network
+    return {
+        "backbone": net.backbone,
+        "pooling": net.pooling,
+        "eta_init": net.eta_init,
+        "objectness": len(net.objectness_classes),
+    }
+
+
+def check_resume_network(cfg: TrainConfig, info: CheckpointInfo) -> None:
+    """Refuse settings that contradict the resumed network rather than silently ignore them."""
+    recorded = network_settings(info)
+    conflicts = [
+        f"--{name.replace('_', '-')} {getattr(cfg, name)} (the checkpoint has {value!r})"
+        for name, value in recorded.items()
+        if getattr(cfg, name) != value
+    ]
+    if conflicts:
+        raise ConfigError(
+            f"--resume {cfg.resume} keeps the checkpoint's network, which conflicts with "
+            f"{', '.join(conflicts)}: leave these flags out, or train a new network without "
+            f"--resume"
+        )
+
+
+def resumed_split(cfg: TrainConfig, info: CheckpointInfo, images: list[ScoredImage]) -> Split:
+    """The split the checkpoint was trained on: a new one would move its training images
+    into validation."""
+    recorded = info.training.get("data", {}).get("split")
+    if recorded is None:
+        raise CheckpointError(
+            f"{cfg.resume} records no train/validation split (training.data.split), so it "
+            f"cannot be resumed without mixing its training images into validation"
+        )
+    split = split_from_json(recorded, images, split_root(Path(cfg.data), cfg.data_format))
+    log.info(
+        "resuming: the recorded split of %s (%d training, %d validation images); --seed and "
+        "--val-fraction do not change it",
+        cfg.resume,
+        len(split.train),
+        len(split.val),
+    )
+    return split
+
+
+def next_epoch(info: CheckpointInfo) -> int:
+    """The epoch after the last one the checkpoint recorded, so resuming draws new pairs."""
+    epochs = [int(record["epoch"]) for record in info.metrics.get("history", [])]
+    return max(epochs) + 1 if epochs else 0
 
 
 def split_pairs(
@@ -271,7 +392,7 @@ def split_pairs(
 def build_model(cfg: TrainConfig, objectness_classes: list[int] | None = None) -> ViralityNet:
     if cfg.resume:
         net, _ = load_checkpoint(Path(cfg.resume))
-        log.info("resuming from %s (fresh optimiser state)", cfg.resume)
+        log.info("resuming from %s (fresh optimiser and LR schedule)", cfg.resume)
         return net.train()
     config = NetworkConfig(cfg.backbone, cfg.pooling, cfg.eta_init, objectness_classes or [])
     return ViralityNet(config, pretrained=True)
@@ -298,8 +419,7 @@ def objectness_classes(model: FromBlock, views: Tensor, k: int, device: torch.de
 
 
 def describe_data(cfg: TrainConfig, split: Split) -> dict[str, Any]:
-    data = Path(cfg.data)
-    root = data / "images" if cfg.data_format == "dankmemes" else data.parent
+    root = split_root(Path(cfg.data), cfg.data_format)
     description: dict[str, Any] = {"source": Path(cfg.data).name, "format": cfg.data_format}
     if cfg.data_format == "dankmemes":
         description.update(DANKMEMES_DESCRIPTION)
@@ -315,27 +435,38 @@ DANKMEMES_DESCRIPTION = {
 }
 
 
-def init_distributed() -> tuple[int, int]:
+def distributed_backend(device: torch.device) -> str:
+    """nccl for CUDA tensors, gloo for CPU ones: the training device decides, not the host."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
     """Join the torchrun process group when there is one; returns (rank, world size)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    if torch.cuda.is_available():
+    dist.init_process_group(distributed_backend(device))
+    if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return dist.get_rank(), dist.get_world_size()
 
 
 def train(cfg: TrainConfig) -> Path | None:
     """Run the five phases; returns the checkpoint folder (rank 0) or None (other ranks)."""
-    rank, world = init_distributed()
-    torch.manual_seed(cfg.seed)  # before the new layers are initialised
     device = pick_device(cfg.device)
+    rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
-    # (1) data, split by image
+    torch.manual_seed(cfg.seed)  # before the new layers are initialised
+    resumed = read_info(Path(cfg.resume)) if cfg.resume else None
+    if resumed is not None:
+        check_resume_network(cfg, resumed)
+    # (1) data, split by image (a resumed run keeps its checkpoint's split)
     images, labelled = read_images(cfg)
-    split = split_by_image(images, cfg.val_fraction, cfg.seed)
+    if resumed is None:
+        split = split_by_image(images, cfg.val_fraction, cfg.seed)
+    else:
+        split = resumed_split(cfg, resumed, images)
+        cfg = replace(cfg, val_fraction=split.val_fraction)
     train_scores, val_scores = scores_array(split.train), scores_array(split.val)
     train_pairs, val_pairs = split_pairs(labelled, split, cfg.seed) if labelled else (None, None)
     log.info(
@@ -359,7 +490,11 @@ def train(cfg: TrainConfig) -> Path | None:
         classes = objectness_classes(model, train_inputs, cfg.objectness, device)
         torch.manual_seed(cfg.seed)
         model = FromBlock(build_model(cfg, classes), cfg.freeze_blocks)
-    # (4) fit
+
+    # (4) fit; (5) each new best state is saved with its calibration and metrics
+    def save(result: FitResult, predicted: np.ndarray) -> None:
+        save_run(model, predicted, val_scores, val_pairs, split, result, cfg)
+
     result = fit(
         model,
         train_inputs,
@@ -370,19 +505,42 @@ def train(cfg: TrainConfig) -> Path | None:
         device,
         train_pairs,
         val_pairs,
+        first_epoch=next_epoch(resumed) if resumed is not None else 0,
+        on_best=save if rank == 0 else None,
+    )
+    log.info(
+        "rank %d of %d: final parameters sha256 %s, pairs sha256 %s",
+        rank,
+        world,
+        result.param_digest,
+        result.pairs_digest,
     )
     if rank != 0:
         dist.destroy_process_group()
         return None
-    # (5) the best state, calibrated on the validation images, saved with its record
+    # The best state again, now with the whole history.
     model.load_state_dict(result.model_state)
-    predicted = predict(model, val_inputs, device)
-    if val_pairs is None:
-        metrics = validation_metrics(predicted, val_scores, cfg.ratio, cfg.seed)
-    else:
-        acc, lo, hi = bootstrap_accuracy(predicted, val_pairs, len(predicted), seed=cfg.seed)
-        metrics = {"val_acc": acc, "val_acc_ci95": [lo, hi], "val_pairs": len(val_pairs)}
-    metrics.update(best_epoch=result.best_epoch, history=result.history)
+    out = save_run(
+        model, predict(model, val_inputs, device), val_scores, val_pairs, split, result, cfg
+    )
+    if world > 1:
+        dist.destroy_process_group()
+    return out
+
+
+def save_run(
+    model: FromBlock,
+    predicted: np.ndarray,
+    val_scores: np.ndarray,
+    val_pairs: np.ndarray | None,
+    split: Split,
+    result: FitResult,
+    cfg: TrainConfig,
+) -> Path:
+    """Save the model's current state (the best so far) to cfg.out, calibrated on the
+    validation images' scores `predicted`, with its metrics and training record."""
+    metrics = held_out_metrics(predicted, val_scores, val_pairs, cfg.ratio, cfg.seed)
+    metrics.update(best_epoch=result.best_epoch, history=list(result.history))
     info = CheckpointInfo(
         network=model.net.config,
         preprocessing=model.net.preprocessing,
@@ -391,32 +549,62 @@ def train(cfg: TrainConfig) -> Path | None:
         metrics=metrics,
     )
     out = Path(cfg.out)
-    save_checkpoint(model.net.cpu(), info, out)
-    log.info("validation: %s", {k: v for k, v in metrics.items() if k != "history"})
-    if world > 1:
-        dist.destroy_process_group()
+    save_checkpoint(model.net, info, out)
+    log.info(
+        "best so far (epoch %d): %s",
+        result.best_epoch,
+        {k: v for k, v in metrics.items() if k != "history"},
+    )
     return out
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
+def _parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """One flag per TrainConfig field; `choices` and `help` come from the field's metadata.
+
+    With `defaults=False` a flag left out is absent from the result, which tells which flags
+    the user gave.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
         if f.name == "extra":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
+        options: dict[str, Any] = {
+            **f.metadata,
+            "default": default if defaults else argparse.SUPPRESS,
+        }
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         else:
-            parser.add_argument(flag, type=type(default), default=default)
-    return TrainConfig(**vars(parser.parse_args(argv)))
+            parser.add_argument(flag, type=type(default), **options)
+    return parser
+
+
+def _given_flags(argv: list[str] | None) -> set[str]:
+    """The TrainConfig fields set on the command line (as opposed to left at their default)."""
+    return set(vars(_parser(defaults=False).parse_args(argv)))
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The config; with --resume, network flags not given default to the checkpoint's own."""
+    cfg = TrainConfig(**vars(_parser().parse_args(argv)))
+    if cfg.resume:
+        given = _given_flags(argv)
+        recorded = network_settings(read_info(Path(cfg.resume)))
+        cfg = replace(cfg, **{k: v for k, v in recorded.items() if k not in given})
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    train(parse_args(argv))
+    try:
+        train(parse_args(argv))
+    except (ConfigError, DataError, CheckpointError) as exc:
+        # The user's data or flags: the message says what to fix; a traceback would bury it.
+        raise SystemExit(f"viraliency-train: error: {exc}") from exc
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Pairwise accuracy and its image-resampling bootstrap."""
+"""Pairwise accuracy and its image-resampling bootstrap; `viraliency-evaluate` end to end."""
 
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from model.checkpoint import load_checkpoint
 from model.data import ratio_pairs
 from model.evaluate import bootstrap_accuracy, resampled_accuracy, validation_metrics
+from model.evaluate import main as evaluate_main
+from model.train import TrainConfig, train
+from tests.model.test_train import write_dataset
 
 
 def expanded_accuracy(predicted: np.ndarray, truth: np.ndarray, counts: np.ndarray) -> float:
@@ -53,3 +59,68 @@ def test_validation_metrics_report_both_protocols() -> None:
     assert metrics["val_acc_extreme"] == 0.0
     assert metrics["extreme_k"] == 20
     assert metrics["val_pairs"] == len(ratio_pairs(truth, 2.0))
+
+
+# --- viraliency-evaluate on a user's own data ------------------------------------------------
+
+
+@pytest.mark.parametrize("data_format", ["scores", "pairs"])
+def test_evaluate_reproduces_the_checkpoints_validation(
+    data_format: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = write_dataset(tmp_path / "data").parent
+    monkeypatch.chdir(tmp_path)
+    data = folder / f"{data_format}.csv"
+    cfg = TrainConfig(
+        data=str(data),
+        data_format=data_format,
+        backbone="tiny",
+        freeze_blocks=0,
+        views=1,
+        epochs=1,
+        pairs_per_epoch=64,
+        batch_pairs=16,
+        val_fraction=0.3,
+        seed=3,  # not evaluate's default: the split must come from the checkpoint
+        out=str(tmp_path / "run"),
+    )
+    out = train(cfg)
+    assert out is not None
+    _, info = load_checkpoint(out)
+    capsys.readouterr()
+    evaluate_main([str(out), "--data", str(data), "--data-format", data_format])
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["val_images"] == len(info.training["data"]["split"]["val"])
+    assert metrics["val_pairs"] == info.metrics["val_pairs"] > 0
+    assert metrics["val_acc"] == pytest.approx(info.metrics["val_acc"])
+    assert metrics["val_acc_ci95"] == pytest.approx(info.metrics["val_acc_ci95"])
+    # Without --data/--data-format the checkpoint's own record is used.
+    evaluate_main([str(out)])
+    assert json.loads(capsys.readouterr().out)["val_acc"] == pytest.approx(metrics["val_acc"])
+
+
+def test_evaluate_names_images_missing_from_the_recorded_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_dataset(tmp_path / "data").parent
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(
+        data=str(folder / "scores.csv"),
+        data_format="scores",
+        backbone="tiny",
+        freeze_blocks=0,
+        views=1,
+        epochs=1,
+        pairs_per_epoch=32,
+        batch_pairs=16,
+        out=str(tmp_path / "run"),
+    )
+    out = train(cfg)
+    assert out is not None
+    rows = (folder / "scores.csv").read_text().splitlines()
+    (folder / "fewer.csv").write_text("\n".join(rows[:-5]) + "\n")
+    with pytest.raises(SystemExit, match="of the recorded split are not among the given images"):
+        evaluate_main([str(out), "--data", str(folder / "fewer.csv")])

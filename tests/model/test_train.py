@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,11 +16,27 @@ import numpy as np
 import pytest
 import torch
 
+import model.train as train_module
 from model.cache import FromBlock, cached_inputs, prefix_features, render_views, run_blocks
-from model.checkpoint import load_checkpoint
+from model.checkpoint import CheckpointInfo, load_checkpoint, read_info, save_checkpoint
+from model.data import DataError, LabelledPair, ScoredImage, Split
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
-from model.train import TrainConfig, fit, pair_accuracy, predict, train
+from model.train import (
+    ConfigError,
+    TrainConfig,
+    check_resume_network,
+    distributed_backend,
+    fit,
+    main,
+    pair_accuracy,
+    parse_args,
+    predict,
+    read_images,
+    split_pairs,
+    train,
+    use_amp,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,6 +145,177 @@ def test_train_from_labelled_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert resumed is not None
     _, again = load_checkpoint(resumed)
     assert again.metrics["val_acc"] == pytest.approx(info.metrics["val_acc"])
+    # Epochs go on from the checkpoint's last one, so the resumed run draws new pairs.
+    assert [r["epoch"] for r in again.metrics["history"]] == [2.0]
+
+
+def _tiny_run(folder: Path, out: Path, **changes: object) -> TrainConfig:
+    cfg = TrainConfig(
+        data=str(folder / "scores.csv"),
+        data_format="scores",
+        backbone="tiny",
+        freeze_blocks=0,
+        views=1,
+        epochs=2,
+        pairs_per_epoch=128,
+        batch_pairs=16,
+        lr=3e-3,
+        val_fraction=0.25,
+        out=str(out),
+    )
+    return replace(cfg, **changes)  # type: ignore[arg-type]
+
+
+def test_resume_keeps_the_recorded_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write_dataset(tmp_path / "data").parent
+    monkeypatch.chdir(tmp_path)
+    first = train(_tiny_run(folder, tmp_path / "run", epochs=1))
+    assert first is not None
+    recorded = load_checkpoint(first)[1].training["data"]["split"]
+    # A different seed and fraction would draw another split and leak training images.
+    resumed = train(
+        _tiny_run(
+            folder, tmp_path / "resumed", epochs=1, resume=str(first), seed=7, val_fraction=0.5
+        )
+    )
+    assert resumed is not None
+    _, info = load_checkpoint(resumed)
+    assert info.training["data"]["split"]["val"] == recorded["val"]
+    assert info.training["data"]["split"]["train"] == recorded["train"]
+    assert info.training["config"]["val_fraction"] == recorded["val_fraction"]
+
+
+def _saved_gmp(folder: Path) -> Path:
+    torch.manual_seed(0)
+    net = ViralityNet(NetworkConfig(backbone="tiny", pooling="gmp", eta_init=0.0), False)
+    save_checkpoint(net, CheckpointInfo(net.config, net.preprocessing), folder)
+    return folder
+
+
+def test_resume_adopts_the_checkpoints_network_and_refuses_conflicts(tmp_path: Path) -> None:
+    ckpt = _saved_gmp(tmp_path / "gmp")
+    cfg = parse_args(["--resume", str(ckpt), "--epochs", "3"])
+    assert (cfg.backbone, cfg.pooling, cfg.eta_init, cfg.objectness) == ("tiny", "gmp", 0.0, 0)
+    assert cfg.epochs == 3
+    info = read_info(ckpt)
+    check_resume_network(cfg, info)  # adopted settings agree with the checkpoint
+    given = parse_args(["--resume", str(ckpt), "--pooling", "lena"])
+    assert given.pooling == "lena"  # what the user typed is kept, then refused:
+    with pytest.raises(
+        ConfigError, match=r"conflicts with --pooling lena \(the checkpoint has 'gmp'\)"
+    ):
+        check_resume_network(given, info)
+    with pytest.raises(SystemExit, match="leave these flags out"):
+        main(["--resume", str(ckpt), "--backbone", "mobilenet_v2", "--data", "unused.csv"])
+
+
+def test_a_killed_run_leaves_a_resumable_best_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_dataset(tmp_path / "data").parent
+    monkeypatch.chdir(tmp_path)
+    real_save = train_module.save_run
+
+    def save_then_die(*args: object, **kwargs: object) -> Path:
+        real_save(*args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt  # Ctrl-C right after the first best state is written
+
+    monkeypatch.setattr(train_module, "save_run", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny_run(folder, tmp_path / "run", epochs=5))
+    _, info = load_checkpoint(tmp_path / "run")
+    assert info.metrics["best_epoch"] == 0
+    assert [r["epoch"] for r in info.metrics["history"]] == [0.0]
+    assert info.calibration is not None
+    assert not list((tmp_path / "run").glob("*.partial"))
+    monkeypatch.setattr(train_module, "save_run", real_save)
+    resumed = train(_tiny_run(folder, tmp_path / "more", epochs=1, resume=str(tmp_path / "run")))
+    assert resumed is not None
+    assert load_checkpoint(resumed)[1].metrics["history"][0]["epoch"] == 1.0
+
+
+def test_fit_reports_every_new_best() -> None:
+    train_images, train_scores = bright_squares(96, seed=0)
+    val_images, val_scores = bright_squares(48, seed=1)
+    model = FromBlock(tiny_net(), 0)
+    cfg = TrainConfig(epochs=4, pairs_per_epoch=128, batch_pairs=32, lr=3e-3, seed=0)
+    calls: list[tuple[int, float, np.ndarray]] = []
+    result = fit(
+        model,
+        train_images[None],
+        train_scores,
+        val_images,
+        val_scores,
+        cfg,
+        on_best=lambda best, predicted: calls.append(
+            (best.best_epoch, best.best_val_acc, predicted)
+        ),
+    )
+    running_best = np.maximum.accumulate([r["val_acc"] for r in result.history])
+    improved = [0] + [e for e in range(1, 4) if running_best[e] > running_best[e - 1]]
+    assert [epoch for epoch, _, _ in calls] == improved
+    assert calls[-1][1] == result.best_val_acc
+    # The scores handed over are the validation scores of that best state.
+    model.load_state_dict(result.model_state)
+    np.testing.assert_allclose(calls[-1][2], predict(model, val_images, torch.device("cpu")))
+
+
+def test_split_pairs_excludes_and_counts_pairs_across_the_split(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    images = [ScoredImage(Path(f"/d/{i}.png"), 0.0) for i in range(6)]
+    split = Split(train=tuple(images[:4]), val=tuple(images[4:]), seed=0, val_fraction=0.3)
+    p = [image.path for image in images]
+    pairs = [
+        LabelledPair(p[0], p[1], 1),
+        LabelledPair(p[2], p[3], 0),
+        LabelledPair(p[4], p[5], 1),
+        LabelledPair(p[0], p[5], 1),  # crosses
+        LabelledPair(p[4], p[3], 0),  # crosses
+    ]
+    with caplog.at_level(logging.INFO, logger="viraliency.train"):
+        train_pairs, val_pairs = split_pairs(pairs, split, seed=0)
+    np.testing.assert_array_equal(train_pairs.pairs, [[0, 1], [3, 2]])
+    np.testing.assert_array_equal(val_pairs, [[0, 1]])
+    assert "2 training and 1 validation pairs; 2 pairs cross the image split" in caplog.text
+    with pytest.raises(DataError, match="too few labelled pairs"):
+        split_pairs(pairs[:2], split, seed=0)
+
+
+def test_backend_follows_the_training_device() -> None:
+    assert distributed_backend(torch.device("cpu")) == "gloo"
+    assert distributed_backend(torch.device("cuda", 0)) == "nccl"
+
+
+def test_amp_only_where_the_gpu_has_bf16(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = TrainConfig()
+    cuda = torch.device("cuda")
+    assert not use_amp(cfg, torch.device("cpu"))
+    assert not use_amp(replace(cfg, amp=False), cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert use_amp(cfg, cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with caplog.at_level(logging.WARNING, logger="viraliency.train"):
+        assert not use_amp(cfg, cuda)
+    assert "no bf16 support" in caplog.text
+
+
+def test_on_bad_image_flag(tmp_path: Path) -> None:
+    folder = write_dataset(tmp_path / "data", n=8).parent
+    (folder / "3.png").write_bytes(b"not a png")
+    cfg = parse_args(["--data", str(folder / "scores.csv"), "--data-format", "scores"])
+    assert cfg.on_bad_image == "error"
+    with pytest.raises(DataError, match=r"row 5: .*3\.png \(unreadable"):
+        read_images(cfg)
+    skip = parse_args(
+        ["--data", str(folder / "scores.csv"), "--data-format", "scores", "--on-bad-image", "skip"]
+    )
+    images, _ = read_images(skip)
+    assert sorted(i.path.name for i in images) == [f"{i}.png" for i in (0, 1, 2, 4, 5, 6, 7)]
+    with pytest.raises(SystemExit):
+        parse_args(["--on-bad-image", "ignore"])
 
 
 @pytest.mark.slow
@@ -167,8 +355,17 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "rank 0 of 2" in done.stderr
-    assert "rank 1 of 2" in done.stderr
+    digests = {
+        int(m[1]): (m[2], m[3])
+        for m in re.finditer(
+            r"rank (\d) of 2: final parameters sha256 (\w+), pairs sha256 (\w+)", done.stderr
+        )
+    }
+    assert sorted(digests) == [0, 1], done.stderr[-3000:]
+    (params_0, pairs_0), (params_1, pairs_1) = digests[0], digests[1]
+    # Each rank trained on its own share of the pairs, yet DDP kept the replicas identical.
+    assert pairs_0 != pairs_1
+    assert params_0 == params_1
     _, info = load_checkpoint(tmp_path / "run")
     assert info.calibration is not None
     assert len(info.metrics["history"]) == 2
