@@ -35,6 +35,11 @@ class Metrics:
             "Images admitted and not yet scored.",
             registry=self.registry,
         )
+        self.renders_in_flight = Gauge(
+            "viraliency_renders_in_flight",
+            "Heatmaps and region maps being drawn (at most max_concurrent_renders).",
+            registry=self.registry,
+        )
         self.rejections = Counter(
             "viraliency_rejections",
             "Requests refused, by reason (the error code of the JSON answer).",

@@ -52,6 +52,26 @@ class Scored:
     kept: bool = False  # in the store, so GET /heatmap and /regions find it by image_id
 
 
+class RenderSlots:
+    """A non-blocking counting semaphore, released from any thread, that counts its holders."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self.in_use >= self.size:
+                return False
+            self.in_use += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.in_use -= 1
+
+
 class Admission:
     """One request's reserved queue slots, inside its deadline: decode, batch, unbatch, keep."""
 
@@ -107,9 +127,10 @@ class Service:
             settings.heatmap_store_max_bytes,
             settings.heatmap_ttl_s,
         )
-        self._render_slots = threading.BoundedSemaphore(settings.max_concurrent_renders)
+        self.render_slots = RenderSlots(settings.max_concurrent_renders)
         self.ready = False
         metrics.queue_depth.set_function(lambda: self.batcher.pending)
+        metrics.renders_in_flight.set_function(lambda: self.render_slots.in_use)
         metrics.heatmap_store_items.set_function(lambda: len(self.store))
         metrics.heatmap_store_bytes.set_function(lambda: self.store.nbytes)
 
@@ -192,7 +213,7 @@ class Service:
         A slot is freed when the drawing itself ends, not when a request stops waiting for it,
         so requests that time out cannot let more drawings run than the bound.
         """
-        if not self._render_slots.acquire(blocking=False):
+        if not self.render_slots.try_acquire():
             raise ApiError(
                 503,
                 "render_busy",
@@ -203,9 +224,9 @@ class Service:
         try:
             job = self.decoder.submit(fn, *args, **kwargs)
         except BaseException:
-            self._render_slots.release()
+            self.render_slots.release()
             raise
-        job.add_done_callback(lambda _: self._render_slots.release())
+        job.add_done_callback(lambda _: self.render_slots.release())
         async with self.deadline():
             return await asyncio.wrap_future(job)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import time
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -27,6 +29,13 @@ async def scored_id(client: httpx.AsyncClient, data: bytes) -> str:
     assert response.status_code == 200, response.text
     image_id: str = response.json()["results"][0]["image_id"]
     return image_id
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.002)
 
 
 async def heatmap(client: httpx.AsyncClient, image_id: str, **params: Any) -> httpx.Response:
@@ -72,6 +81,28 @@ async def test_plain_map_uses_the_requested_opencv_colormap(client: httpx.AsyncC
         colours = {tuple(c) for c in lut.tolist()}
         assert {tuple(c) for c in plain.reshape(-1, 3).tolist()} <= colours
         assert len({tuple(c) for c in plain.reshape(-1, 3).tolist()}) > 10
+
+
+async def test_colormap_names_are_accepted_in_any_case(client: httpx.AsyncClient) -> None:
+    image_id = await scored_id(client, jpeg(64, 48, seed=4))
+    lower = await heatmap(client, image_id, mode="map", colormap="jet")
+    upper = await heatmap(client, image_id, mode="map", colormap="JET")
+    assert upper.status_code == 200
+    assert upper.content == lower.content
+
+
+async def test_max_side_scales_the_heatmap_down(client: httpx.AsyncClient) -> None:
+    image_id = await scored_id(client, jpeg(150, 70, seed=2))
+    for params, size in [
+        ({"max_side": 50}, (50, 23)),
+        ({"max_side": 50, "mode": "map"}, (50, 23)),
+        ({"max_side": 500}, (150, 70)),  # never scaled up
+    ]:
+        response = await heatmap(client, image_id, **params)
+        assert response.status_code == 200, response.text
+        with Image.open(io.BytesIO(response.content)) as image:
+            assert image.size == size, params
+    assert (await heatmap(client, image_id, max_side=0)).status_code == 422
 
 
 async def test_bad_heatmap_parameters_are_422(client: httpx.AsyncClient) -> None:
@@ -123,6 +154,43 @@ async def test_the_store_keeps_at_most_max_bytes(serve: Serve) -> None:
         assert app.state.service.store.nbytes <= budget
 
 
+async def test_an_image_too_large_to_keep_has_no_heatmap_url(serve: Serve) -> None:
+    small, large = jpeg(48, 32, seed=1), jpeg(400, 300, seed=2)
+    async with serve(heatmap_store_max_bytes=len(small) + 4096) as (_, client):
+        response = await client.post("/score", files=multipart(small, large))
+        assert response.status_code == 200, response.text
+        kept, too_large = response.json()["results"]
+        assert kept["heatmap_url"] == f"/heatmap?image_id={kept['image_id']}"
+        assert (await client.get(kept["heatmap_url"])).status_code == 200
+        assert too_large["heatmap_url"] is None
+        assert too_large["score"] is not None
+        assert (await heatmap(client, too_large["image_id"])).status_code == 404
+
+
+async def test_drawings_beyond_the_bound_are_503_and_scoring_goes_on(serve: Serve) -> None:
+    big = jpeg(2400, 1600, seed=9)  # a few hundred ms to decode, colour and encode again
+    async with serve(decode_threads=2, max_upload_bytes=len(big)) as (app, client):
+        assert app.state.settings.max_concurrent_renders == 1  # decode_threads - 1
+        slots = app.state.service.render_slots
+        image_id = await scored_id(client, big)
+        drawing = asyncio.create_task(heatmap(client, image_id))
+        await wait_until(lambda: slots.in_use == 1)
+        for refused in [
+            await heatmap(client, image_id, mode="map"),
+            await client.get("/regions", params={"image_id": image_id}),
+            await client.post("/heatmap", files={"image": ("a.jpg", jpeg(seed=1))}),
+        ]:
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "render_busy"
+            assert "retry-after" in refused.headers
+        assert slots.in_use == 1  # the test relies on the first drawing still running
+        assert (await client.post("/score", files=multipart(jpeg(seed=2)))).status_code == 200
+        assert (await drawing).status_code == 200
+        await wait_until(lambda: slots.in_use == 0)  # given back once the drawing ends
+        by_id = await client.get("/regions", params={"image_id": image_id})
+        assert by_id.status_code == 200
+
+
 async def test_post_heatmap_is_stateless(client: httpx.AsyncClient) -> None:
     data = jpeg(130, 60, seed=7)
     response = await client.post(
@@ -154,8 +222,18 @@ async def test_regions_are_boxes_inside_the_image(client: httpx.AsyncClient) -> 
         assert box["peak"] >= box["mean"] > 0
     peaks = [box["peak"] for box in body["regions"]]
     assert peaks == sorted(peaks, reverse=True)
+    assert body["regions"], "the tiny network's map has a positive peak on this photo"
+    top = body["regions"][0]
     strict = await client.get("/regions", params={"image_id": body["image_id"], "threshold": 1.0})
-    assert len(strict.json()["regions"]) <= max(1, len(body["regions"]))
+    maxima = strict.json()["regions"]
+    assert maxima  # the map's maximum itself always qualifies
+    for box in maxima:  # only pixels at the maximum: nested inside the highest-peak box
+        assert box["peak"] == pytest.approx(top["peak"], rel=1e-6)
+        assert box["mean"] == pytest.approx(box["peak"], rel=1e-6)
+        assert top["x"] <= box["x"]
+        assert box["x"] + box["width"] <= top["x"] + top["width"]
+        assert top["y"] <= box["y"]
+        assert box["y"] + box["height"] <= top["y"] + top["height"]
 
 
 @pytest.mark.parametrize("path", ["/heatmap", "/regions"])

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -94,6 +95,53 @@ async def test_metrics_count_requests_by_route_and_rejections_by_reason(
     assert sample(text, "viraliency_heatmap_store_items") == 1
 
 
+def schema_has_examples(schema: dict[str, Any], components: dict[str, Any]) -> bool:
+    """The schema, or every property down to the leaves, carries an example."""
+    if schema.get("examples") or "example" in schema:
+        return True
+    if "$ref" in schema:
+        return schema_has_examples(components[schema["$ref"].rsplit("/", 1)[-1]], components)
+    if "allOf" in schema:
+        return all(schema_has_examples(s, components) for s in schema["allOf"])
+    if "items" in schema:
+        return schema_has_examples(schema["items"], components)
+    properties = schema.get("properties")
+    return bool(properties) and all(schema_has_examples(p, components) for p in properties.values())
+
+
+def media_has_examples(media: dict[str, Any], components: dict[str, Any]) -> bool:
+    if media.get("examples") or "example" in media:
+        return True
+    return schema_has_examples(media.get("schema", {}), components)
+
+
+def missing_examples(spec: dict[str, Any]) -> list[str]:
+    """Every parameter, request body and 200 response of every operation without an example."""
+    components = spec["components"]["schemas"]
+    missing = []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            for param in operation.get("parameters", []):
+                if not (
+                    param.get("examples")
+                    or "example" in param
+                    or schema_has_examples(param["schema"], components)
+                ):
+                    missing.append(f"{where}: parameter {param['name']}")
+            body = operation.get("requestBody", {}).get("content", {})
+            for media_type, media in body.items():
+                if not media_has_examples(media, components):
+                    missing.append(f"{where}: request body {media_type}")
+            ok = operation["responses"].get("200", {}).get("content", {})
+            if not ok:
+                missing.append(f"{where}: 200 response has no content")
+            for media_type, media in ok.items():
+                if not media_has_examples(media, components):
+                    missing.append(f"{where}: 200 response {media_type}")
+    return missing
+
+
 async def test_openapi_documents_every_route_with_examples(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     routes = {(path, method) for path, item in spec["paths"].items() for method in item}
@@ -107,10 +155,37 @@ async def test_openapi_documents_every_route_with_examples(client: httpx.AsyncCl
         operation = spec["paths"][path][method]
         assert operation.get("summary"), (path, method)
         assert operation.get("description"), (path, method)
+    assert missing_examples(spec) == []
     entry = spec["components"]["schemas"]["ScoreEntry"]["properties"]
     for field in ("image_id", "score", "percentile", "heatmap_url"):
         assert entry[field]["description"]
         assert entry[field]["examples"]
+
+
+def test_the_examples_check_finds_a_missing_example() -> None:
+    components = {"Box": {"properties": {"x": {"type": "integer", "examples": [1]}}}}
+    spec: dict[str, Any] = {
+        "components": {"schemas": components},
+        "paths": {
+            "/a": {
+                "get": {
+                    "parameters": [{"name": "q", "schema": {"type": "string"}}],
+                    "responses": {"200": {"content": {"image/png": {}}}},
+                },
+                "post": {
+                    "requestBody": {"content": {"multipart/form-data": {"schema": {}}}},
+                    "responses": {
+                        "200": {"content": {"application/json": {"schema": {"$ref": "#/x/Box"}}}}
+                    },
+                },
+            }
+        },
+    }
+    assert missing_examples(spec) == [
+        "GET /a: parameter q",
+        "GET /a: 200 response image/png",
+        "POST /a: request body multipart/form-data",
+    ]
 
 
 async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -> None:
