@@ -61,10 +61,12 @@ def linear_probe(
     val: list[ScoredImage],
     ratio: float,
     device: torch.device,
+    backbone: str = "mobilenet_v2",
 ) -> dict[str, Any]:
-    """Ridge on frozen ImageNet MobileNetV2 features (GAP) of the plain (unaugmented) images,
-    the penalty picked on a fold of the training images."""
-    net = ViralityNet(NetworkConfig("mobilenet_v2", "gap"), pretrained=True).eval()
+    """Ridge on frozen ImageNet features (GAP) of the plain (unaugmented) images, the penalty
+    picked on a fold of the training images. Predicts log(1 + score)."""
+    torch.manual_seed(0)  # backbones without ImageNet weights (tests) start from a fixed draw
+    net = ViralityNet(NetworkConfig(backbone, "gap"), pretrained=True).eval()
     whole_trunk = FromBlock(net, len(net.trunk))  # type: ignore[arg-type]
 
     def features(images: list[ScoredImage]) -> np.ndarray:
@@ -99,35 +101,54 @@ def linear_probe(
     }
 
 
+def keep_hottest(heat: torch.Tensor, rho: float) -> torch.Tensor:
+    """Mask of exactly round(rho * P) hottest pixels per row, ties broken by position.
+
+    (B, P) -> bool (B, P). A threshold (`heat >= quantile`) would keep every pixel tied at
+    the threshold, far more than rho on flat maps.
+    """
+    k = round(rho * heat.shape[1])
+    keep = torch.zeros_like(heat, dtype=torch.bool)
+    return keep.scatter_(1, heat.topk(k, dim=1).indices, True)
+
+
 @torch.no_grad()
-def rho_masking(checkpoint: Path, val: list[ScoredImage], device: torch.device) -> list[float]:
+def rho_masking(
+    checkpoint: Path,
+    val: list[ScoredImage],
+    device: torch.device,
+    rhos: tuple[float, ...] = RHOS,
+) -> list[float]:
     """For each rho: share of images whose rho-hottest-pixels version outscores the original."""
     net, _ = load_checkpoint(checkpoint, device)
     views = cached_inputs(FromBlock(net, 0), [i.path for i in val], 1, 0, device)[0]
-    wins = np.zeros(len(RHOS))
+    wins = np.zeros(len(rhos))
     for start in range(0, len(views), 32):
         x = normalise(views[start : start + 32].to(device), net.preprocessing)  # (B, 3, S, S)
         scores, maps = net.viraliency(x)
         heat = F.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear")[:, 0].flatten(1)
-        for r, rho in enumerate(RHOS):
-            kth = heat.quantile(1.0 - rho, dim=1, keepdim=True)
-            keep = (heat >= kth).view(len(x), 1, *x.shape[-2:])
+        for r, rho in enumerate(rhos):
+            keep = keep_hottest(heat, rho).view(len(x), 1, *x.shape[-2:])
             wins[r] += float((net(x * keep) > scores).sum())  # masked pixels -> the mean colour
     return (wins / len(views)).tolist()
 
 
-def plot_eta(runs: Path, out: Path) -> None:
+def plot_eta(runs: Path, out: Path) -> dict[str, np.ndarray]:
+    """Histogram of the learned eta per channel of each LENA run (Figure 10 analogue), saved as
+    eta_histogram.png; returns the plotted values by run."""
+    etas: dict[str, np.ndarray] = {}
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name in ("lena-0", "lena-0.5", "lena-1"):
         if (runs / name).is_dir():
             net, _ = load_checkpoint(runs / name)
-            eta = net.pool.eta_values().numpy()
+            etas[name] = eta = net.pool.eta_values().numpy()
             ax.hist(eta, bins=20, range=(0, 1), histtype="step", linewidth=1.5, label=name)
     ax.set(xlabel="learned eta", ylabel="channels", title="LENA: learned eta per channel")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "eta_histogram.png", dpi=120)
     plt.close(fig)
+    return etas
 
 
 def plot_rho(curves: dict[str, list[float]], out: Path) -> None:
