@@ -52,6 +52,14 @@ def png_declaring_size(width: int, height: int) -> bytes:
     return data[: ihdr_start + 8] + bytes(body) + crc + data[ihdr_start + 8 + 13 + 4 :]
 
 
+def jpeg_declaring_size(width: int, height: int) -> bytes:
+    """A valid small JPEG whose SOF0 frame header claims width x height: a bomb header."""
+    data = bytearray(jpeg(16, 16))
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 def multipart(*images: bytes, field: str = "images") -> list[tuple[str, tuple[str, bytes]]]:
     """httpx `files=` for a repeated field, named img0.bin, img1.bin, ..."""
     return [(field, (f"img{i}.bin", data)) for i, data in enumerate(images)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from PIL import Image
 from app.images import ACCEPTED
 
 from .conftest import Serve
-from .imaging import encode, jpeg, multipart, photo, png_declaring_size
+from .imaging import encode, jpeg, jpeg_declaring_size, multipart, photo, png_declaring_size
 
 
 async def score(client: httpx.AsyncClient, data: bytes) -> dict[str, Any]:
@@ -78,7 +79,7 @@ async def test_exif_orientation_rotates_the_image(client: httpx.AsyncClient) -> 
     plain = await score(client, encode(pixels, "JPEG", quality=95))
     assert (plain["width"], plain["height"]) == (96, 64)
     heatmap = await client.get(entry["heatmap_url"])
-    with Image.open(__import__("io").BytesIO(heatmap.content)) as image:
+    with Image.open(io.BytesIO(heatmap.content)) as image:
         assert image.size == (64, 96)
 
 
@@ -106,6 +107,28 @@ async def test_palette_scores_as_its_colours(client: httpx.AsyncClient) -> None:
     as_p = await score(client, encode(palette, "PNG"))
     as_rgb = await score(client, encode(palette.convert("RGB"), "PNG"))
     assert as_p["score"] == pytest.approx(as_rgb["score"], abs=1e-6)
+
+
+async def test_palette_with_transparency_is_composited_over_white(
+    client: httpx.AsyncClient,
+) -> None:
+    palette = Image.fromarray(photo(80, 60, seed=16)).quantize(32)
+    palette.info["transparency"] = 0  # palette index 0 is see-through
+    data = encode(palette, "PNG", transparency=0)
+    with Image.open(io.BytesIO(data)) as reread:
+        assert reread.mode == "P"
+        assert "transparency" in reread.info
+        rgba = reread.convert("RGBA")
+    assert 0 < int((np.asarray(rgba)[:, :, 3] == 0).sum()) < 80 * 60
+    over_white = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    over_black = Image.alpha_composite(Image.new("RGBA", rgba.size, "black"), rgba).convert("RGB")
+    scored = (await score(client, data))["score"]
+    assert scored == pytest.approx(
+        (await score(client, encode(over_white, "PNG")))["score"], abs=1e-6
+    )
+    assert scored != pytest.approx(
+        (await score(client, encode(over_black, "PNG")))["score"], abs=1e-6
+    )
 
 
 async def test_alpha_is_composited_over_white(client: httpx.AsyncClient) -> None:
@@ -180,6 +203,15 @@ async def test_a_bomb_header_is_refused_before_decoding(
 ) -> None:
     async with serve(max_pixels=20_000_000) as (_, client):
         status, error = await refusal(client, png_declaring_size(width, height))
+    assert (status, error["code"]) == (413, "too_many_pixels")
+
+
+@pytest.mark.parametrize(("width", "height"), [(65_000, 65_000), (8_000, 8_000)])
+async def test_a_jpeg_bomb_header_is_refused_before_decoding(
+    serve: Serve, width: int, height: int
+) -> None:
+    async with serve(max_pixels=20_000_000) as (_, client):
+        status, error = await refusal(client, jpeg_declaring_size(width, height))
     assert (status, error["code"]) == (413, "too_many_pixels")
 
 

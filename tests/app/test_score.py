@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,7 +16,7 @@ from model.checkpoint import CheckpointInfo
 from model.network import ViralityNet
 
 from .conftest import Serve
-from .imaging import jpeg, multipart
+from .imaging import encode, jpeg, multipart
 from .reference import expected_score
 
 Reference = tuple[ViralityNet, CheckpointInfo]
@@ -129,3 +130,37 @@ async def test_rank_orders_images_by_score(client: httpx.AsyncClient) -> None:
     assert [e["index"] for e in ranking] == sorted(range(6), key=lambda i: -alone[i])
     for entry in ranking:
         assert entry["image_id"] == hashlib.sha256(images[entry["index"]]).hexdigest()
+
+
+async def test_an_image_that_fails_in_the_network_fails_only_its_own_request(
+    serve: Serve, reference: Reference, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No real upload makes the forward pass fail (every image reaches it as S x S x 3 uint8),
+    so the failure is injected into the engine, below the code under test: the batcher's
+    splitting, the service and the routes all run for real."""
+    black = encode(np.zeros((60, 80, 3), np.uint8), "PNG")
+    good = [jpeg(seed=s) for s in (30, 31, 32)]
+    async with serve(max_wait_ms=300.0, max_batch_size=8) as (app, client):
+        engine = app.state.service.engine
+        real_predict = engine.predict
+
+        def fails_on_black(images: list[np.ndarray]) -> list[Any]:
+            if any(not image.any() for image in images):
+                raise RuntimeError("injected: the network fails on an all-black image")
+            return real_predict(images)
+
+        monkeypatch.setattr(engine, "predict", fails_on_black)
+        first, failing, pair = await asyncio.gather(
+            client.post("/score", files=multipart(good[0])),
+            client.post("/score", files=multipart(black)),
+            client.post("/score", files=multipart(good[1], good[2])),
+        )
+        assert list(app.state.service.batcher.recent_batch_sizes) == [4]  # one shared batch
+        assert failing.status_code == 500
+        assert failing.json()["error"]["code"] == "internal_error"
+        assert "injected" not in failing.text
+        assert first.status_code == pair.status_code == 200
+        scores = [e["score"] for r in (first, pair) for e in r.json()["results"]]
+        expected = [expected_score(reference, data) for data in good]
+        assert scores == pytest.approx(expected, abs=1e-4)
+        assert (await client.get("/readyz")).status_code == 200
