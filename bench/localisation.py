@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
 from model.synthetic import (
     SyntheticSet,
@@ -53,10 +54,7 @@ RATIO = 1.25
 
 def to_inputs(images: np.ndarray, net: ViralityNet) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) with the backbone's mean and std."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(net.preprocessing.mean).view(1, 3, 1, 1)
-    std = torch.tensor(net.preprocessing.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise(torch.from_numpy(images), net.preprocessing)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
 from model.synthetic import (
     box_from_map,
@@ -231,23 +232,21 @@ def one_thread() -> Iterator[None]:
 
 
 def to_inputs(images: np.ndarray, net: ViralityNet) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(net.preprocessing.mean).view(1, 3, 1, 1)
-    std = torch.tensor(net.preprocessing.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise(torch.from_numpy(images), net.preprocessing)
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_lena_learns_the_cue_and_points_at_it() -> None:
+@pytest.mark.parametrize("pooling", ["gap", "gmp", "lena"])
+def test_pooling_learns_the_cue_and_points_at_it(pooling: str) -> None:
     size = 48
     train = make_synthetic_set(384, size=size, seed=0)
     val = make_synthetic_set(100, size=size, seed=1)
     test = make_synthetic_set(200, size=size, seed=2)
     torch.manual_seed(0)
-    net = ViralityNet(NetworkConfig(backbone="tiny", pooling="lena", eta_init=0.5), False)
+    net = ViralityNet(NetworkConfig(backbone="tiny", pooling=pooling, eta_init=0.5), False)
     cfg = TrainConfig(
         backbone="tiny",
-        pooling="lena",
+        pooling=pooling,
         epochs=8,
         batch_pairs=32,
         pairs_per_epoch=384,
