@@ -1,10 +1,14 @@
 """Load test for POST /score: images/s and latency percentiles, batching on vs max_batch_size=1.
 
 Starts the service itself (`python -m app` on 127.0.0.1, a free port) once per configuration,
-posts generated 640x480 JPEGs from an async httpx client at each concurrency level for a fixed
+posts generated 640x480 JPEGs from async httpx clients at each concurrency level for a fixed
 time, stops the server, and prints a markdown table. Only ever talks to 127.0.0.1.
 
-    .venv/bin/python bench/load.py --checkpoint weights --duration 10
+One Python process tops out at a few thousand small requests/s of its own (multipart encoding
+and HTTP parsing hold the GIL), so `--clients N` spreads each level's concurrent requests over
+N client processes started together, and merges their latencies.
+
+    .venv/bin/python bench/load.py --checkpoint weights --duration 10 --clients 4
     .venv/bin/python bench/load.py --checkpoint /tmp/tiny --duration 3 --output bench/out.md
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import signal
 import socket
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,25 +144,28 @@ async def batch_stats(client: httpx.AsyncClient) -> tuple[float, float]:
     )
 
 
-async def run_level(
-    url: str, mode: str, concurrency: int, jpegs: list[bytes], duration: float, max_requests: int
-) -> Level:
+Driven = tuple[list[float], int, float, float]  # latencies (ms), errors, began, ended
+
+
+async def drive(
+    url: str, concurrency: int, jpegs: list[bytes], stop_at: float, max_requests: int
+) -> Driven:
+    """`concurrency` requests in flight until `stop_at` (time.time()): latencies, errors, and
+    the wall-clock window they were measured in (after warming up)."""
     limits = httpx.Limits(
         max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1
     )
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
-        for data in jpegs[:4]:  # warm connections and caches
+        for data in jpegs[:2]:  # warm connections and caches
             await client.post("/score", files=[("images", ("w.jpg", data, "image/jpeg"))])
-        count0, sum0 = await batch_stats(client)
         latencies: list[float] = []
         errors = 0
         issued = 0
-        stop_at = time.perf_counter() + duration
 
         async def worker(offset: int) -> None:
             nonlocal errors, issued
             i = offset
-            while time.perf_counter() < stop_at and (max_requests <= 0 or issued < max_requests):
+            while time.time() < stop_at and (max_requests <= 0 or issued < max_requests):
                 issued += 1
                 data = jpegs[i % len(jpegs)]
                 i += concurrency
@@ -173,9 +182,55 @@ async def run_level(
                 else:
                     errors += 1
 
-        started = time.perf_counter()
+        began = time.time()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    return latencies, errors, began, time.time()
+
+
+def drive_in_process(
+    url: str, concurrency: int, jpegs: list[bytes], stop_at: float, max_requests: int
+) -> Driven:
+    return asyncio.run(drive(url, concurrency, jpegs, stop_at, max_requests))
+
+
+def split(total: int, parts: int) -> list[int]:
+    """total requests in flight over at most `parts` clients, as evenly as possible."""
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+
+
+async def run_level(
+    url: str,
+    mode: str,
+    concurrency: int,
+    jpegs: list[bytes],
+    duration: float,
+    max_requests: int,
+    clients: int,
+) -> Level:
+    async with httpx.AsyncClient(base_url=url) as client:
+        count0, sum0 = await batch_stats(client)
+    if max_requests > 0:
+        clients = min(clients, max_requests)  # every client process gets a cap of at least 1
+    shares = split(concurrency, clients)
+    caps = split(max_requests, len(shares)) if max_requests > 0 else [0] * len(shares)
+    if len(shares) == 1:
+        results = [await drive(url, concurrency, jpegs, time.time() + duration, max_requests)]
+    else:
+        stop_at = time.time() + duration + 2.0  # client processes need a moment to start
+        context = multiprocessing.get_context("spawn")
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
+            results = await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, drive_in_process, url, n, jpegs, stop_at, cap)
+                    for n, cap in zip(shares, caps, strict=True)
+                )
+            )
+    latencies = [ms for part, _, _, _ in results for ms in part]
+    errors = sum(result[1] for result in results)
+    elapsed = max(r[3] for r in results) - min(r[2] for r in results)
+    async with httpx.AsyncClient(base_url=url) as client:
         count1, sum1 = await batch_stats(client)
     mean_batch = (sum1 - sum0) / (count1 - count0) if count1 > count0 else 0.0
     return Level(mode, concurrency, len(latencies) + errors, len(latencies), errors, elapsed,
@@ -198,6 +253,7 @@ async def bench(args: argparse.Namespace) -> list[Level]:
                 "VIRALIENCY_MAX_BATCH_SIZE": str(batch_size),
                 "VIRALIENCY_MAX_WAIT_MS": str(args.max_wait_ms),
                 "VIRALIENCY_MAX_QUEUED_IMAGES": str(max(args.concurrency) * 4),
+                "VIRALIENCY_MAX_IMAGES_PER_REQUEST": "1",  # must not exceed the queue bound
                 "VIRALIENCY_LOG_LEVEL": "warning",
             }
             if args.close_when_idle:
@@ -209,7 +265,13 @@ async def bench(args: argparse.Namespace) -> list[Level]:
                 await server.wait_ready(args.startup_timeout)
                 for concurrency in args.concurrency:
                     level = await run_level(
-                        server.url, mode, concurrency, jpegs, args.duration, args.requests
+                        server.url,
+                        mode,
+                        concurrency,
+                        jpegs,
+                        args.duration,
+                        args.requests,
+                        args.clients,
                     )
                     print(level.row(), file=sys.stderr)
                     levels.append(level)
@@ -230,6 +292,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument(
         "--requests", type=int, default=0, help="cap on requests per level (0: none)"
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="client processes sharing each level's concurrency (default 1: this process)",
     )
     parser.add_argument("--max-batch-size", type=int, default=64, help="for the batching-on run")
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
