@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from model.data import DataError, extreme_pairs, ratio_pairs
+from model.data import DataError
+from model.pairs import extreme_pairs, ratio_pairs
 
 log = logging.getLogger("viraliency.evaluate")
 
@@ -112,7 +113,8 @@ def evaluate_checkpoint(
     """
     from model.cache import FromBlock, cached_inputs
     from model.checkpoint import CheckpointError, load_checkpoint
-    from model.data import index_pairs, read_data, scores_array, split_from_json, split_root
+    from model.data import read_data, scores_array, split_from_json, split_root
+    from model.pairs import index_pairs
     from model.train import bad_image_policy, pick_device, predict
 
     device = pick_device(device_name)

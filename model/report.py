@@ -24,10 +24,11 @@ import torch.nn.functional as F
 
 from model.cache import FromBlock, cached_inputs
 from model.checkpoint import load_checkpoint
-from model.data import ScoredImage, ratio_pairs, read_dankmemes, scores_array, split_from_json
+from model.data import ScoredImage, read_dankmemes, scores_array, split_from_json
 from model.evaluate import bootstrap_accuracy
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
+from model.pairs import ratio_pairs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -48,14 +48,9 @@ from model.data import (
     DATA_FORMATS,
     BadImagePolicy,
     DataError,
-    FixedPairs,
     LabelledPair,
-    PairProtocol,
-    PairSampler,
     ScoredImage,
     Split,
-    index_pairs,
-    ratio_pairs,
     read_data,
     scores_array,
     split_by_image,
@@ -65,6 +60,7 @@ from model.data import (
 from model.evaluate import held_out_metrics
 from model.lena import clamp_etas_
 from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
+from model.pairs import FixedPairs, PairProtocol, PairSampler, index_pairs, ratio_pairs
 
 log = logging.getLogger("viraliency.train")
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from model.checkpoint import load_checkpoint
-from model.data import ratio_pairs
 from model.evaluate import bootstrap_accuracy, resampled_accuracy, validation_metrics
 from model.evaluate import main as evaluate_main
+from model.pairs import ratio_pairs
 from model.train import TrainConfig, train
 from tests.model.test_train import write_dataset
 
