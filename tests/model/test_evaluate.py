@@ -13,8 +13,8 @@ from model.checkpoint import load_checkpoint
 from model.evaluate import bootstrap_accuracy, resampled_accuracy, validation_metrics
 from model.evaluate import main as evaluate_main
 from model.pairs import ratio_pairs
-from model.train import TrainConfig, train
-from tests.model.test_train import write_dataset
+from model.train import train
+from tests.model.tiny_runs import tiny_run, write_dataset
 
 
 def expanded_accuracy(predicted: np.ndarray, truth: np.ndarray, counts: np.ndarray) -> float:
@@ -74,18 +74,15 @@ def test_evaluate_reproduces_the_checkpoints_validation(
     folder = write_dataset(tmp_path / "data").parent
     monkeypatch.chdir(tmp_path)
     data = folder / f"{data_format}.csv"
-    cfg = TrainConfig(
+    cfg = tiny_run(
+        folder,
+        tmp_path / "run",
         data=str(data),
         data_format=data_format,
-        backbone="tiny",
-        freeze_blocks=0,
-        views=1,
         epochs=1,
         pairs_per_epoch=64,
-        batch_pairs=16,
         val_fraction=0.3,
         seed=3,  # not evaluate's default: the split must come from the checkpoint
-        out=str(tmp_path / "run"),
     )
     out = train(cfg)
     assert out is not None
@@ -107,18 +104,7 @@ def test_evaluate_names_images_missing_from_the_recorded_split(
 ) -> None:
     folder = write_dataset(tmp_path / "data").parent
     monkeypatch.chdir(tmp_path)
-    cfg = TrainConfig(
-        data=str(folder / "scores.csv"),
-        data_format="scores",
-        backbone="tiny",
-        freeze_blocks=0,
-        views=1,
-        epochs=1,
-        pairs_per_epoch=32,
-        batch_pairs=16,
-        out=str(tmp_path / "run"),
-    )
-    out = train(cfg)
+    out = train(tiny_run(folder, tmp_path / "run", epochs=1, pairs_per_epoch=32, val_fraction=0.15))
     assert out is not None
     rows = (folder / "scores.csv").read_text().splitlines()
     (folder / "fewer.csv").write_text("\n".join(rows[:-5]) + "\n")

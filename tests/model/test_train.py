@@ -11,7 +11,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -37,19 +36,9 @@ from model.train import (
     train,
     use_amp,
 )
+from tests.model.tiny_runs import bright_squares, tiny_run, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def bright_squares(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """uint8 (N, 64, 64, 3) noise images with a square whose brightness is the score."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 80, size=(n, 64, 64, 3), dtype=np.uint8)
-    scores = rng.integers(1, 256, size=n).astype(float)
-    for img, s in zip(images, scores, strict=True):
-        y, x = rng.integers(0, 48, size=2)
-        img[y : y + 16, x : x + 16] = int(s)
-    return torch.from_numpy(images), scores
 
 
 def tiny_net() -> ViralityNet:
@@ -87,40 +76,15 @@ def test_frozen_prefix_path_equals_the_whole_network() -> None:
     assert not any(p.requires_grad for p in model.prefix.parameters())
 
 
-def write_dataset(folder: Path, n: int = 48) -> Path:
-    """Images on disk plus scores.csv (path,score) and pairs.csv (path_a,path_b,label)."""
-    images, scores = bright_squares(n, seed=3)
-    folder.mkdir()
-    for i, img in enumerate(images.numpy()):
-        cv2.imwrite(str(folder / f"{i}.png"), img)
-    with (folder / "scores.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "score"])
-        writer.writerows([f"{i}.png", score] for i, score in enumerate(scores))
-    rng = np.random.default_rng(0)
-    with (folder / "pairs.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path_a", "path_b", "label"])
-        for a, b in rng.integers(0, n, size=(400, 2)):
-            if scores[a] != scores[b]:
-                writer.writerow([f"{a}.png", f"{b}.png", int(scores[a] > scores[b])])
-    return folder / "scores.csv"
-
-
 def test_train_from_labelled_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = write_dataset(tmp_path / "data").parent
     monkeypatch.chdir(tmp_path)  # the view cache goes to ./cache
-    cfg = TrainConfig(
+    cfg = tiny_run(
+        folder,
+        tmp_path / "run",
         data=str(folder / "pairs.csv"),
         data_format="pairs",
-        backbone="tiny",
-        freeze_blocks=0,
-        views=1,
-        epochs=2,
-        batch_pairs=16,
-        lr=3e-3,
-        val_fraction=0.25,
-        out=str(tmp_path / "run"),
+        pairs_per_epoch=2048,
     )
     out = train(cfg)
     assert out is not None
@@ -149,32 +113,15 @@ def test_train_from_labelled_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [r["epoch"] for r in again.metrics["history"]] == [2.0]
 
 
-def _tiny_run(folder: Path, out: Path, **changes: object) -> TrainConfig:
-    cfg = TrainConfig(
-        data=str(folder / "scores.csv"),
-        data_format="scores",
-        backbone="tiny",
-        freeze_blocks=0,
-        views=1,
-        epochs=2,
-        pairs_per_epoch=128,
-        batch_pairs=16,
-        lr=3e-3,
-        val_fraction=0.25,
-        out=str(out),
-    )
-    return replace(cfg, **changes)  # type: ignore[arg-type]
-
-
 def test_resume_keeps_the_recorded_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = write_dataset(tmp_path / "data").parent
     monkeypatch.chdir(tmp_path)
-    first = train(_tiny_run(folder, tmp_path / "run", epochs=1))
+    first = train(tiny_run(folder, tmp_path / "run", epochs=1))
     assert first is not None
     recorded = load_checkpoint(first)[1].training["data"]["split"]
     # A different seed and fraction would draw another split and leak training images.
     resumed = train(
-        _tiny_run(
+        tiny_run(
             folder, tmp_path / "resumed", epochs=1, resume=str(first), seed=7, val_fraction=0.5
         )
     )
@@ -222,14 +169,14 @@ def test_a_killed_run_leaves_a_resumable_best_checkpoint(
 
     monkeypatch.setattr(train_module, "save_run", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(_tiny_run(folder, tmp_path / "run", epochs=5))
+        train(tiny_run(folder, tmp_path / "run", epochs=5))
     _, info = load_checkpoint(tmp_path / "run")
     assert info.metrics["best_epoch"] == 0
     assert [r["epoch"] for r in info.metrics["history"]] == [0.0]
     assert info.calibration is not None
     assert not list((tmp_path / "run").glob("*.partial"))
     monkeypatch.setattr(train_module, "save_run", real_save)
-    resumed = train(_tiny_run(folder, tmp_path / "more", epochs=1, resume=str(tmp_path / "run")))
+    resumed = train(tiny_run(folder, tmp_path / "more", epochs=1, resume=str(tmp_path / "run")))
     assert resumed is not None
     assert load_checkpoint(resumed)[1].metrics["history"][0]["epoch"] == 1.0
 
