@@ -256,8 +256,8 @@ async def bench(args: argparse.Namespace) -> list[Level]:
                 "VIRALIENCY_MAX_IMAGES_PER_REQUEST": "1",  # must not exceed the queue bound
                 "VIRALIENCY_LOG_LEVEL": "warning",
             }
-            if args.close_when_idle:
-                settings["VIRALIENCY_BATCH_CLOSE_WHEN_IDLE"] = "true"
+            if args.close_when_idle is not None:
+                settings["VIRALIENCY_BATCH_CLOSE_WHEN_IDLE"] = str(args.close_when_idle).lower()
             if args.decode_threads:
                 settings["VIRALIENCY_DECODE_THREADS"] = str(args.decode_threads)
             server = Server(settings, Path(tmp) / f"server-{batch_size}.log")
@@ -302,7 +302,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=64, help="for the batching-on run")
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument(
-        "--close-when-idle", action="store_true", help="VIRALIENCY_BATCH_CLOSE_WHEN_IDLE=true"
+        "--close-when-idle",
+        action=argparse.BooleanOptionalAction,
+        help="VIRALIENCY_BATCH_CLOSE_WHEN_IDLE (default: the server's, true)",
     )
     parser.add_argument("--decode-threads", type=int, default=0, help="0: the server's default")
     parser.add_argument("--images", type=int, default=32, help="distinct JPEGs to cycle through")

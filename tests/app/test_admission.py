@@ -59,7 +59,11 @@ async def post_streamed(client: httpx.AsyncClient, path: str, body: StreamedBody
 
 async def test_a_full_queue_answers_503_without_reading_the_body(serve: Serve) -> None:
     async with serve(
-        max_queued_images=2, max_images_per_request=2, max_wait_ms=600.0, max_batch_size=8
+        max_queued_images=2,
+        max_images_per_request=2,
+        max_wait_ms=600.0,
+        batch_close_when_idle=False,
+        max_batch_size=8,
     ) as (app, client):
         waiting = asyncio.create_task(client.post("/score", files=multipart(jpeg(), jpeg(seed=1))))
         await wait_until(lambda: app.state.service.batcher.pending == 2)
@@ -80,6 +84,7 @@ async def test_slots_are_reserved_before_the_files_are_read(serve: Serve) -> Non
         max_images_per_request=3,
         max_upload_bytes=len(small) + 10,
         max_wait_ms=600.0,
+        batch_close_when_idle=False,
         max_batch_size=8,
     ) as (app, client):
         assert len(oversize) > len(small) + 10

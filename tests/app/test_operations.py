@@ -190,7 +190,11 @@ def test_the_examples_check_finds_a_missing_example() -> None:
 
 async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -> None:
     async with serve(
-        max_queued_images=2, max_images_per_request=2, max_wait_ms=600.0, max_batch_size=8
+        max_queued_images=2,
+        max_images_per_request=2,
+        max_wait_ms=600.0,
+        batch_close_when_idle=False,
+        max_batch_size=8,
     ) as (app, client):
         waiting = asyncio.create_task(
             client.post("/score", files=multipart(jpeg(seed=1), jpeg(seed=2)))
@@ -206,7 +210,9 @@ async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -
 
 
 async def test_a_request_past_its_deadline_answers_504(serve: Serve) -> None:
-    async with serve(request_deadline_s=0.05, max_wait_ms=600.0, max_batch_size=8) as (app, client):
+    async with serve(
+        request_deadline_s=0.05, max_wait_ms=600.0, batch_close_when_idle=False, max_batch_size=8
+    ) as (app, client):
         started = time.monotonic()
         response = await client.post("/score", files=multipart(jpeg()))
         assert time.monotonic() - started < 0.5  # well before the batch closes
@@ -219,7 +225,7 @@ async def test_a_request_past_its_deadline_answers_504(serve: Serve) -> None:
 async def test_shutdown_finishes_accepted_requests_and_refuses_new_ones(
     settings_for: Callable[..., Settings],
 ) -> None:
-    app = create_app(settings_for(max_wait_ms=300.0, max_batch_size=8))
+    app = create_app(settings_for(max_wait_ms=300.0, batch_close_when_idle=False, max_batch_size=8))
     manager = LifespanManager(app)
     await manager.__aenter__()
     transport = httpx.ASGITransport(app=manager.app)

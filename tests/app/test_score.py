@@ -74,7 +74,10 @@ async def test_a_multi_image_request_answers_in_upload_order(client: httpx.Async
 
 
 async def test_concurrent_requests_share_one_batch(serve: Serve) -> None:
-    async with serve(max_wait_ms=300.0, max_batch_size=8) as (app, client):
+    async with serve(max_wait_ms=300.0, batch_close_when_idle=False, max_batch_size=8) as (
+        app,
+        client,
+    ):
         first, second = await asyncio.gather(
             client.post("/score", files=multipart(jpeg(seed=1))),
             client.post("/score", files=multipart(jpeg(seed=2))),
@@ -86,8 +89,27 @@ async def test_concurrent_requests_share_one_batch(serve: Serve) -> None:
         assert list(app.state.service.batcher.recent_batch_sizes) == [2]
 
 
+async def test_by_default_a_batch_closes_once_nothing_else_is_admitted(serve: Serve) -> None:
+    """The default batch closing: a lone request does not wait out max_wait_ms for company,
+    but a request's own images, admitted together, still share one forward pass."""
+    async with serve(max_wait_ms=20_000.0, max_batch_size=8, request_deadline_s=15.0) as (
+        app,
+        client,
+    ):
+        assert app.state.settings.batch_close_when_idle
+        started = asyncio.get_running_loop().time()
+        lone = await client.post("/score", files=multipart(jpeg(seed=1)))
+        several = await client.post("/score", files=multipart(*(jpeg(seed=s) for s in range(4))))
+        assert asyncio.get_running_loop().time() - started < 10.0  # not the 20 s window
+        assert lone.status_code == several.status_code == 200
+        assert list(app.state.service.batcher.recent_batch_sizes) == [1, 4]
+
+
 async def test_a_batch_closes_at_max_batch_size(serve: Serve) -> None:
-    async with serve(max_wait_ms=300.0, max_batch_size=2) as (app, client):
+    async with serve(max_wait_ms=300.0, batch_close_when_idle=False, max_batch_size=2) as (
+        app,
+        client,
+    ):
         response = await client.post("/score", files=multipart(*(jpeg(seed=s) for s in range(5))))
         assert response.status_code == 200
         assert sorted(app.state.service.batcher.recent_batch_sizes) == [1, 2, 2]
@@ -140,7 +162,10 @@ async def test_an_image_that_fails_in_the_network_fails_only_its_own_request(
     splitting, the service and the routes all run for real."""
     black = encode(np.zeros((60, 80, 3), np.uint8), "PNG")
     good = [jpeg(seed=s) for s in (30, 31, 32)]
-    async with serve(max_wait_ms=300.0, max_batch_size=8) as (app, client):
+    async with serve(max_wait_ms=300.0, batch_close_when_idle=False, max_batch_size=8) as (
+        app,
+        client,
+    ):
         engine = app.state.service.engine
         real_predict = engine.predict
 

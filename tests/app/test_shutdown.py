@@ -40,6 +40,7 @@ def server(checkpoint_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         VIRALIENCY_PORT=str(port),
         VIRALIENCY_MAX_BATCH_SIZE="16",
         VIRALIENCY_MAX_WAIT_MS="1500",
+        VIRALIENCY_BATCH_CLOSE_WHEN_IDLE="false",  # hold the first batch open for 1.5 s
         VIRALIENCY_DECODE_THREADS="2",
         VIRALIENCY_SHUTDOWN_TIMEOUT_S="10",
     )
