@@ -40,7 +40,8 @@ def bootstrap_accuracy(
     accs = resampled_accuracy(predicted, pairs, counts)
     tail = (1.0 - level) / 2
     lo, hi = np.nanquantile(accs, [tail, 1.0 - tail])
-    return resampled_accuracy(predicted, pairs, np.ones((1, n_images)))[0], float(lo), float(hi)
+    acc = float(resampled_accuracy(predicted, pairs, np.ones((1, n_images)))[0])
+    return acc, float(lo), float(hi)
 
 
 def resampled_accuracy(predicted: np.ndarray, pairs: np.ndarray, counts: np.ndarray) -> np.ndarray:
