@@ -45,13 +45,15 @@ class FromBlock(nn.Module):
         """Cached inputs as the trunk's block `start` takes them."""
         return normalise(x, self.net.preprocessing) if self.start == 0 else x.float()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def feature_maps(self, x: Tensor) -> Tensor:
+        """The latent concepts f_l of cached inputs. -> (B, L, h, w)"""
         if self.start == 0:  # the inputs are the uint8 views themselves
-            return self.net(self.prepare(x))
-        f = self.net.trunk[self.start :](x)  # type: ignore[index]
-        if self.net.objectness is not None:
-            f = self.net.objectness(f)
-        return self.net.score_features(f)
+            return self.net.feature_maps(self.prepare(x))
+        f = self.net.trunk[self.start :](self.prepare(x))  # type: ignore[index]
+        return self.net.objectness(f) if self.net.objectness is not None else f
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.score_features(self.feature_maps(x))
 
 
 def render_views(paths: Sequence[Path], size: int, n_views: int, seed: int) -> Tensor:

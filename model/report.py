@@ -29,6 +29,7 @@ from model.evaluate import bootstrap_accuracy
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
 from model.pairs import ratio_pairs
+from model.ridge import fit_ridge
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -64,8 +65,7 @@ def linear_probe(
     device: torch.device,
     backbone: str = "mobilenet_v2",
 ) -> dict[str, Any]:
-    """Ridge on frozen ImageNet features (GAP) of the plain (unaugmented) images, the penalty
-    picked on a fold of the training images. Predicts log(1 + score)."""
+    """Ridge (model.ridge) on frozen ImageNet features (GAP) of the plain (unaugmented) images."""
     torch.manual_seed(0)  # backbones without ImageNet weights (tests) start from a fixed draw
     net = ViralityNet(NetworkConfig(backbone, "gap"), pretrained=True).eval()
     whole_trunk = FromBlock(net, len(net.trunk))  # type: ignore[arg-type]
@@ -74,31 +74,15 @@ def linear_probe(
         cached = cached_inputs(whole_trunk, [i.path for i in images], 1, 0, device)[0]
         return cached.float().mean(dim=(2, 3)).double().numpy()  # (N, 1280)
 
-    x_train, x_val = features(train), features(val)
-    y_train = np.log1p(scores_array(train))
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_val = (x_train - mu) / sd, (x_val - mu) / sd
-
-    def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-        return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ (y - y.mean()))
-
-    fold = len(x_train) * 4 // 5
-    inner_pairs = ratio_pairs(np.expm1(y_train[fold:]), ratio)
-    best = max(
-        (10.0**p for p in range(0, 6)),
-        key=lambda lam: np.mean(
-            (pred := x_train[fold:] @ ridge(x_train[:fold], y_train[:fold], lam))[inner_pairs[:, 0]]
-            > pred[inner_pairs[:, 1]]
-        ),
-    )
-    predicted = x_val @ ridge(x_train, y_train, best)
+    probe = fit_ridge(features(train), scores_array(train), ratio)
+    predicted = probe(features(val))
     pairs = ratio_pairs(scores_array(val), ratio)
     acc, lo, hi = bootstrap_accuracy(predicted, pairs, len(val))
     return {
         "method": "linear probe (frozen features)",
         "val_acc": acc,
         "val_acc_ci95": [lo, hi],
-        "ridge_lambda": best,
+        "ridge_lambda": probe.penalty,
     }
 
 

@@ -61,6 +61,7 @@ from model.evaluate import held_out_metrics
 from model.lena import clamp_etas_
 from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
 from model.pairs import FixedPairs, PairProtocol, PairSampler, index_pairs, ratio_pairs
+from model.ridge import fit_ridge
 
 log = logging.getLogger("viraliency.train")
 
@@ -100,6 +101,14 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-5
     head_lr: float = 1e-3  # the new layers (linear head, objectness fusion) learn faster
+    head_init: str = field(
+        default="random",
+        metadata={
+            "choices": ("random", "ridge"),
+            "help": "ridge: start the linear head from a ridge regression of log engagement on "
+            "the training images' pooled features (model/ridge.py) instead of at random",
+        },
+    )
     eta_lr: float = 1e-2  # eta moves in steps of 1/(K-1); it gets its own rate
     weight_decay: float = 1e-2
     val_fraction: float = 0.15
@@ -414,6 +423,26 @@ def objectness_classes(model: FromBlock, views: Tensor, k: int, device: torch.de
     return classes
 
 
+@torch.no_grad()
+def init_head_from_ridge(
+    model: FromBlock, inputs: Tensor, scores: np.ndarray, ratio: float, device: torch.device
+) -> None:
+    """Set the head to the ridge fit of log engagement on the pooled features of `inputs`
+    (the plain view of each training image), so training starts from the linear probe."""
+    model.to(device).eval()
+    pooled = torch.cat(
+        [
+            model.net.pool(model.feature_maps(inputs[i : i + 128].to(device))).float().cpu()
+            for i in range(0, len(inputs), 128)
+        ]
+    )  # (N, L)
+    probe = fit_ridge(pooled.double().numpy(), scores, ratio)
+    head = model.net.head
+    head.weight.copy_(torch.from_numpy(probe.weight).to(head.weight)[None])
+    head.bias.fill_(probe.bias)
+    log.info("head initialised by ridge regression (lambda %g)", probe.penalty)
+
+
 def describe_data(cfg: TrainConfig, split: Split) -> dict[str, Any]:
     root = split_root(Path(cfg.data), cfg.data_format)
     description: dict[str, Any] = {"source": Path(cfg.data).name, "format": cfg.data_format}
@@ -486,6 +515,9 @@ def train(cfg: TrainConfig) -> Path | None:
         classes = objectness_classes(model, train_inputs, cfg.objectness, device)
         torch.manual_seed(cfg.seed)
         model = FromBlock(build_model(cfg, classes), cfg.freeze_blocks)
+
+    if cfg.head_init == "ridge" and not cfg.resume:
+        init_head_from_ridge(model, train_inputs[0], train_scores, cfg.train_ratio, device)
 
     # (4) fit; (5) each new best state is saved with its calibration and metrics
     def save(result: FitResult, predicted: np.ndarray) -> None:

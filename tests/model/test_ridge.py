@@ -1,0 +1,57 @@
+"""model.ridge: the ridge fit of log engagement, and the head it initialises."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model.cache import FromBlock
+from model.network import NetworkConfig, ViralityNet
+from model.ridge import fit_ridge
+from model.train import init_head_from_ridge, pair_accuracy
+from tests.model.tiny_runs import bright_squares
+
+
+def linear_data(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features whose first three columns set log(1 + score); two more are noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)) * [1.0, 2.0, 0.5, 1.0, 1.0] + [3.0, -1.0, 0.0, 5.0, 2.0]
+    truth = np.array([0.8, -0.4, 1.5, 0.0, 0.0])
+    log_score = x @ truth - (x @ truth).min() + 0.05 * rng.normal(size=n)
+    return x, np.expm1(log_score), truth
+
+
+def test_recovers_a_linear_log_engagement() -> None:
+    x, scores, truth = linear_data()
+    fit = fit_ridge(x[:200], scores[:200])
+    np.testing.assert_allclose(fit.weight, truth, atol=0.05)
+    held_out = np.log1p(scores[200:])
+    assert np.corrcoef(fit(x[200:]), held_out)[0, 1] > 0.99
+    np.testing.assert_allclose(fit(x[200:]), held_out, atol=0.3)  # the intercept too
+
+
+def test_the_fit_does_not_depend_on_the_features_units() -> None:
+    x, scores, _ = linear_data(seed=1)
+    fit = fit_ridge(x, scores)
+    rescaled = fit_ridge(x * [10.0, 0.1, 3.0, 1.0, 7.0] - 4.0, scores)
+    assert rescaled.penalty == fit.penalty
+    np.testing.assert_allclose(
+        rescaled(x * [10.0, 0.1, 3.0, 1.0, 7.0] - 4.0), fit(x), rtol=1e-6, atol=1e-6
+    )
+
+
+@torch.no_grad()
+def test_head_init_makes_the_network_score_as_the_ridge_fit() -> None:
+    images, scores = bright_squares(96, seed=5)
+    torch.manual_seed(0)
+    net = ViralityNet(NetworkConfig(backbone="tiny", pooling="lena"), pretrained=False)
+    model = FromBlock(net, 0)
+    init_head_from_ridge(model, images[:64], scores[:64], 2.0, torch.device("cpu"))
+    pooled = net.pool(model.feature_maps(images)).double().numpy()
+    expected = fit_ridge(pooled[:64], scores[:64])(pooled)
+    got = model(images).double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    held_out = np.array(
+        [(a, b) for a in range(64, 96) for b in range(64, 96) if scores[a] > scores[b]]
+    )
+    assert pair_accuracy(got[64:], held_out - 64) > 0.7  # brightness is linear in the features
