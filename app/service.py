@@ -206,6 +206,20 @@ class Service:
             with reservation:
                 yield Admission(self, reservation)
 
+    def _render_busy(self) -> ApiError:
+        return ApiError(
+            503,
+            "render_busy",
+            f"{self.settings.max_concurrent_renders} heatmaps or region maps are being drawn, "
+            "the most at once; retry later, or ask for a smaller one with max_side",
+            headers={"Retry-After": str(self.settings.retry_after_s)},
+        )
+
+    def check_render_room(self) -> None:
+        """503 at once when every render slot is taken (nothing is acquired)."""
+        if self.render_slots.in_use >= self.render_slots.size:
+            raise self._render_busy()
+
     async def render(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Blocking drawing (heatmaps, regions) on the decoding threads, at most
         max_concurrent_renders at once (503 beyond it) and within the deadline (504).
@@ -214,13 +228,7 @@ class Service:
         so requests that time out cannot let more drawings run than the bound.
         """
         if not self.render_slots.try_acquire():
-            raise ApiError(
-                503,
-                "render_busy",
-                f"{self.settings.max_concurrent_renders} heatmaps or region maps are being drawn, "
-                "the most at once; retry later, or ask for a smaller one with max_side",
-                headers={"Retry-After": str(self.settings.retry_after_s)},
-            )
+            raise self._render_busy()
         try:
             job = self.decoder.submit(fn, *args, **kwargs)
         except BaseException:

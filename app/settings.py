@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         default_factory=lambda data: max(1, data["decode_threads"] - 1),
         ge=1,
         description="Heatmaps and regions drawn at once; beyond it: 503. Defaults to one less "
-        "than decode_threads, so scoring always keeps a decoding thread.",
+        "than decode_threads (and must stay below it), so scoring always keeps a decoding "
+        "thread; with a single decoding thread, drawings and scoring share it.",
     )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After header on 503 answers.")
     shutdown_timeout_s: float = Field(
@@ -94,5 +95,12 @@ class Settings(BaseSettings):
                 f"max_queued_images ({self.max_queued_images}): such a request could never be "
                 "admitted. Lower VIRALIENCY_MAX_IMAGES_PER_REQUEST or raise "
                 "VIRALIENCY_MAX_QUEUED_IMAGES."
+            )
+        if 1 < self.decode_threads <= self.max_concurrent_renders:
+            raise ValueError(
+                f"max_concurrent_renders ({self.max_concurrent_renders}) must be below "
+                f"decode_threads ({self.decode_threads}), so that drawing heatmaps never takes "
+                "every decoding thread from scoring. Lower VIRALIENCY_MAX_CONCURRENT_RENDERS or "
+                "raise VIRALIENCY_DECODE_THREADS."
             )
         return self

@@ -7,9 +7,9 @@ forward. This measures exactly that, in one process and without HTTP, side by si
   service  Service.admit(1) + Admission.score([upload]): the decode pool, the batcher's queue
            and worker thread, the futures back to asyncio (what every route goes through)
 
-once with the default batch closing (a batch waits up to max_wait_ms for company) and once
-with VIRALIENCY_BATCH_CLOSE_WHEN_IDLE (it closes as soon as nothing else is admitted). The two
-paths alternate request by request, so drift in the machine affects both alike.
+once with VIRALIENCY_BATCH_CLOSE_WHEN_IDLE=false (a batch waits up to max_wait_ms for company)
+and once with the default, true (it closes as soon as nothing else is admitted). The two paths
+alternate request by request, so drift in the machine affects both alike.
 
     .venv/bin/python bench/queue_overhead.py --checkpoint weights --device cpu --requests 200
 """

@@ -482,6 +482,8 @@ def train(cfg: TrainConfig) -> Path | None:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)  # before the new layers are initialised
+    if cfg.head_init == "ridge" and cfg.data_format == "pairs":
+        raise ConfigError("--head-init ridge fits per-image scores, which pair data does not have")
     resumed = read_info(Path(cfg.resume)) if cfg.resume else None
     if resumed is not None:
         check_resume_network(cfg, resumed)

@@ -161,6 +161,7 @@ async def post_heatmap(
     service: ServiceDep,
 ) -> Response:
     """Scores the upload and answers its heatmap directly; the score and id come as headers."""
+    service.check_render_room()  # before a forward pass that could only end in render_busy
     async with service.admit(1) as admission:
         upload = await read_upload(image, "image", service.settings)
         (scored,) = await admission.score([upload], keep=False)

@@ -147,3 +147,12 @@ def test_a_request_larger_than_the_queue_is_a_settings_error(
     with pytest.raises(ValueError, match=r"max_images_per_request \(8\).*max_queued_images \(4\)"):
         settings_for(max_images_per_request=8, max_queued_images=4)
     assert settings_for(max_images_per_request=4, max_queued_images=4).max_queued_images == 4
+
+
+def test_drawings_may_not_take_every_decoding_thread(
+    settings_for: Callable[..., Settings],
+) -> None:
+    with pytest.raises(ValueError, match=r"max_concurrent_renders \(4\) must be below"):
+        settings_for(decode_threads=4, max_concurrent_renders=4)
+    assert settings_for(decode_threads=4).max_concurrent_renders == 3
+    assert settings_for(decode_threads=1).max_concurrent_renders == 1  # one thread: shared

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -168,24 +169,29 @@ async def test_an_image_too_large_to_keep_has_no_heatmap_url(serve: Serve) -> No
 
 
 async def test_drawings_beyond_the_bound_are_503_and_scoring_goes_on(serve: Serve) -> None:
-    big = jpeg(2400, 1600, seed=9)  # a few hundred ms to decode, colour and encode again
-    async with serve(decode_threads=2, max_upload_bytes=len(big)) as (app, client):
+    async with serve(decode_threads=2) as (app, client):
         assert app.state.settings.max_concurrent_renders == 1  # decode_threads - 1
-        slots = app.state.service.render_slots
-        image_id = await scored_id(client, big)
-        drawing = asyncio.create_task(heatmap(client, image_id))
+        service, slots = app.state.service, app.state.service.render_slots
+        image_id = await scored_id(client, jpeg(seed=9))
+        release = threading.Event()
+        drawing = asyncio.create_task(service.render(release.wait, 30.0))  # holds the slot
         await wait_until(lambda: slots.in_use == 1)
-        for refused in [
-            await heatmap(client, image_id, mode="map"),
-            await client.get("/regions", params={"image_id": image_id}),
-            await client.post("/heatmap", files={"image": ("a.jpg", jpeg(seed=1))}),
-        ]:
-            assert refused.status_code == 503, refused.text
-            assert refused.json()["error"]["code"] == "render_busy"
-            assert "retry-after" in refused.headers
-        assert slots.in_use == 1  # the test relies on the first drawing still running
-        assert (await client.post("/score", files=multipart(jpeg(seed=2)))).status_code == 200
-        assert (await drawing).status_code == 200
+        try:
+            for refused in [
+                await heatmap(client, image_id, mode="map"),
+                await client.get("/regions", params={"image_id": image_id}),
+                await client.post("/heatmap", files={"image": ("a.jpg", jpeg(seed=1))}),
+            ]:
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"]["code"] == "render_busy"
+                assert "retry-after" in refused.headers
+            # POST /heatmap is refused before its forward pass: nothing was scored for it.
+            assert list(service.batcher.recent_batch_sizes) == [1]
+            # The drawing holds one of the two decoding threads; scoring has the other.
+            assert (await client.post("/score", files=multipart(jpeg(seed=2)))).status_code == 200
+        finally:
+            release.set()
+        assert await drawing is True
         await wait_until(lambda: slots.in_use == 0)  # given back once the drawing ends
         by_id = await client.get("/regions", params={"image_id": image_id})
         assert by_id.status_code == 200

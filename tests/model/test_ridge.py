@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from model.cache import FromBlock
 from model.network import NetworkConfig, ViralityNet
 from model.ridge import fit_ridge
-from model.train import init_head_from_ridge, pair_accuracy
-from tests.model.tiny_runs import bright_squares
+from model.train import ConfigError, init_head_from_ridge, pair_accuracy, train
+from tests.model.tiny_runs import bright_squares, tiny_run, write_dataset
 
 
 def linear_data(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,3 +59,10 @@ def test_head_init_makes_the_network_score_as_the_ridge_fit() -> None:
         [(a, b) for a in range(64, 96) for b in range(64, 96) if scores[a] > scores[b]]
     )
     assert pair_accuracy(got[64:], held_out - 64) > 0.7  # brightness is linear in the features
+
+
+def test_head_init_needs_scores_not_pairs(tmp_path: Path) -> None:
+    folder = write_dataset(tmp_path / "data").parent
+    cfg = tiny_run(folder, tmp_path / "run", data=str(folder / "pairs.csv"), data_format="pairs")
+    with pytest.raises(ConfigError, match="per-image scores"):
+        train(replace(cfg, head_init="ridge"))
