@@ -1,4 +1,4 @@
-"""The README's settings table lists every setting with its real default."""
+"""The README's settings table lists every setting with its real default; compose passes them on."""
 
 from __future__ import annotations
 
@@ -25,3 +25,9 @@ def test_readme_documents_every_setting_with_its_default() -> None:
             assert float(documented) == float(default), name
         else:
             assert documented == str(default), name
+
+
+def test_compose_passes_on_every_setting_but_the_images_own_address() -> None:
+    compose = (README.parent / "docker-compose.yml").read_text()
+    passed = set(re.findall(r"^ {6}- VIRALIENCY_(\w+)\b", compose, re.M))
+    assert {name.lower() for name in passed} == set(Settings.model_fields) - {"host", "port"}
