@@ -321,9 +321,6 @@ def read_images(cfg: TrainConfig) -> tuple[list[ScoredImage], list[LabelledPair]
 # Resuming: the checkpoint decides the network and the split
 # --------------------------------------------------------------------------------------------
 
-NETWORK_FLAGS = ("backbone", "pooling", "eta_init", "objectness")
-
-
 def network_settings(info: CheckpointInfo) -> dict[str, Any]:
     """The TrainConfig values that built a checkpoint's network."""
     net = info.network
