@@ -66,6 +66,7 @@ async def post_regions(
     max_regions: MaxRegions = 10,
 ) -> RegionsResponse:
     """Scores the upload, keeps it like /score does, and answers its salient regions."""
+    service.check_render_room()  # before a forward pass that could only end in render_busy
     async with service.admit(1) as admission:
         upload = await read_upload(image, "image", service.settings)
         (scored,) = await admission.score([upload])

@@ -181,11 +181,12 @@ async def test_drawings_beyond_the_bound_are_503_and_scoring_goes_on(serve: Serv
                 await heatmap(client, image_id, mode="map"),
                 await client.get("/regions", params={"image_id": image_id}),
                 await client.post("/heatmap", files={"image": ("a.jpg", jpeg(seed=1))}),
+                await client.post("/regions", files={"image": ("a.jpg", jpeg(seed=1))}),
             ]:
                 assert refused.status_code == 503, refused.text
                 assert refused.json()["error"]["code"] == "render_busy"
                 assert "retry-after" in refused.headers
-            # POST /heatmap is refused before its forward pass: nothing was scored for it.
+            # The POST routes are refused before their forward pass: nothing was scored.
             assert list(service.batcher.recent_batch_sizes) == [1]
             # The drawing holds one of the two decoding threads; scoring has the other.
             assert (await client.post("/score", files=multipart(jpeg(seed=2)))).status_code == 200
