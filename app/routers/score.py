@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from app.deps import ServiceDep
 from app.routers.entries import score_entry
 from app.schemas import RankedEntry, RankResponse, ScoreResponse, error_responses, upload_body
+from app.service import Scored, Service
 from app.uploads import UploadRoute, read_uploads
 
 router = APIRouter(tags=["scoring"], route_class=UploadRoute)
@@ -20,6 +21,12 @@ Images = Annotated[
 ERRORS = error_responses(400, 413, 415, 422, 503, 504)
 
 
+async def score_images(images: list[UploadFile], service: Service) -> list[Scored]:
+    """Admit the field's files, then read and score them, in order (kept for /heatmap)."""
+    async with service.admit(len(images)) as admission:
+        return await admission.score(await read_uploads(images, "images", service.settings))
+
+
 @router.post(
     "/score",
     responses=ERRORS,
@@ -29,9 +36,7 @@ ERRORS = error_responses(400, 413, 415, 422, 503, 504)
 async def score(images: Images, service: ServiceDep, request: Request) -> ScoreResponse:
     """Per image, in upload order: its id (SHA-256 of the bytes), the raw score s(I), its
     percentile among the checkpoint's calibration images and the URL of its heatmap."""
-    async with service.admit(len(images)) as admission:
-        uploads = await read_uploads(images, "images", service.settings)
-        results = await admission.score(uploads)
+    results = await score_images(images, service)
     return ScoreResponse(results=[score_entry(request, r) for r in results])
 
 
@@ -43,9 +48,7 @@ async def score(images: Images, service: ServiceDep, request: Request) -> ScoreR
 )
 async def rank(images: Images, service: ServiceDep, request: Request) -> RankResponse:
     """The uploads sorted by score, highest first (ties keep upload order)."""
-    async with service.admit(len(images)) as admission:
-        uploads = await read_uploads(images, "images", service.settings)
-        results = await admission.score(uploads)
+    results = await score_images(images, service)
     order = sorted(range(len(results)), key=lambda i: -results[i].score)
     ranking = [
         RankedEntry(**score_entry(request, results[i]).model_dump(), rank=position, index=i)
