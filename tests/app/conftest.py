@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -19,7 +21,7 @@ from app.settings import Settings
 from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from model.network import NetworkConfig, ViralityNet
 
-from .imaging import photo
+from .imaging import jpeg, multipart, photo
 
 TRAINING = {"data": "synthetic test images", "licence": "CC0-1.0"}
 
@@ -89,3 +91,30 @@ def serve(settings_for: Callable[..., Settings]) -> Serve:
 async def client(serve: Serve) -> AsyncIterator[httpx.AsyncClient]:
     async with serve() as (_, http):
         yield http
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+FullQueue = tuple[FastAPI, httpx.AsyncClient, "asyncio.Task[httpx.Response]"]
+
+
+@asynccontextmanager
+async def full_queue(serve: Serve) -> AsyncIterator[FullQueue]:
+    """The app with its two-image queue filled by one /score request, held in an open batch;
+    also yields that request, which is answered once the batch closes."""
+    async with serve(
+        max_queued_images=2,
+        max_images_per_request=2,
+        max_wait_ms=600.0,
+        batch_close_when_idle=False,  # hold the batch open for max_wait_ms
+        max_batch_size=8,
+    ) as (app, client):
+        files = multipart(jpeg(seed=1), jpeg(seed=2))
+        waiting = asyncio.create_task(client.post("/score", files=files))
+        await wait_until(lambda: app.state.service.batcher.pending == 2)
+        yield app, client, waiting

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 
-from .conftest import Serve
+from .conftest import Serve, full_queue, wait_until
 from .imaging import jpeg, multipart
 
 BOUNDARY = "viraliency-test-boundary"
@@ -21,13 +20,6 @@ BOUNDARY = "viraliency-test-boundary"
 def error_of(response: httpx.Response) -> tuple[int, str]:
     assert response.headers["content-type"] == "application/json", response.text
     return response.status_code, response.json()["error"]["code"]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 class StreamedBody:
@@ -58,15 +50,7 @@ async def post_streamed(client: httpx.AsyncClient, path: str, body: StreamedBody
 
 
 async def test_a_full_queue_answers_503_without_reading_the_body(serve: Serve) -> None:
-    async with serve(
-        max_queued_images=2,
-        max_images_per_request=2,
-        max_wait_ms=600.0,
-        batch_close_when_idle=False,
-        max_batch_size=8,
-    ) as (app, client):
-        waiting = asyncio.create_task(client.post("/score", files=multipart(jpeg(), jpeg(seed=1))))
-        await wait_until(lambda: app.state.service.batcher.pending == 2)
+    async with full_queue(serve) as (_, client, waiting):
         for path, field in [("/score", "images"), ("/compare", "image_a"), ("/heatmap", "image")]:
             body = StreamedBody(field, 200_000)
             refused = await post_streamed(client, path, body)

@@ -6,8 +6,6 @@ import asyncio
 import hashlib
 import io
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import Serve
+from .conftest import Serve, wait_until
 from .imaging import encode, jpeg, multipart, photo
 
 
@@ -30,13 +28,6 @@ async def scored_id(client: httpx.AsyncClient, data: bytes) -> str:
     assert response.status_code == 200, response.text
     image_id: str = response.json()["results"][0]["image_id"]
     return image_id
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.002)
 
 
 async def heatmap(client: httpx.AsyncClient, image_id: str, **params: Any) -> httpx.Response:
@@ -175,7 +166,7 @@ async def test_drawings_beyond_the_bound_are_503_and_scoring_goes_on(serve: Serv
         image_id = await scored_id(client, jpeg(seed=9))
         release = threading.Event()
         drawing = asyncio.create_task(service.render(release.wait, 30.0))  # holds the slot
-        await wait_until(lambda: slots.in_use == 1)
+        await wait_until(lambda: slots.in_use == 1, timeout=10.0)
         try:
             for refused in [
                 await heatmap(client, image_id, mode="map"),
@@ -193,7 +184,9 @@ async def test_drawings_beyond_the_bound_are_503_and_scoring_goes_on(serve: Serv
         finally:
             release.set()
         assert await drawing is True
-        await wait_until(lambda: slots.in_use == 0)  # given back once the drawing ends
+        await wait_until(
+            lambda: slots.in_use == 0, timeout=10.0
+        )  # given back once the drawing ends
         by_id = await client.get("/regions", params={"image_id": image_id})
         assert by_id.status_code == 200
 

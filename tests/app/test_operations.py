@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.settings import Settings
 
-from .conftest import TRAINING, Serve
+from .conftest import TRAINING, Serve, full_queue, wait_until
 from .imaging import jpeg, multipart
 
 
@@ -26,13 +26,6 @@ def sample(text: str, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return 0.0
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_healthz_and_readyz_when_running(client: httpx.AsyncClient) -> None:
@@ -189,17 +182,7 @@ def test_the_examples_check_finds_a_missing_example() -> None:
 
 
 async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -> None:
-    async with serve(
-        max_queued_images=2,
-        max_images_per_request=2,
-        max_wait_ms=600.0,
-        batch_close_when_idle=False,
-        max_batch_size=8,
-    ) as (app, client):
-        waiting = asyncio.create_task(
-            client.post("/score", files=multipart(jpeg(seed=1), jpeg(seed=2)))
-        )
-        await wait_until(lambda: app.state.service.batcher.pending == 2)
+    async with full_queue(serve) as (_, client, waiting):
         started = time.monotonic()
         refused = await client.post("/score", files=multipart(jpeg(seed=3)))
         assert time.monotonic() - started < 0.5  # at once: well before the batch closes
