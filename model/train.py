@@ -321,6 +321,7 @@ def read_images(cfg: TrainConfig) -> tuple[list[ScoredImage], list[LabelledPair]
 # Resuming: the checkpoint decides the network and the split
 # --------------------------------------------------------------------------------------------
 
+
 def network_settings(info: CheckpointInfo) -> dict[str, Any]:
     """The TrainConfig values that built a checkpoint's network."""
     net = info.network
