@@ -14,7 +14,7 @@ from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import ObserveRequests
-from app.routers import compare, health, heatmap, metrics, model, regions, score
+from app.routers import compare, health, heatmap, metrics, model_info, regions, score
 from app.service import Service
 from app.settings import Settings
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     install_error_handlers(app)
     app.add_middleware(ObserveRequests, metrics=registry)
-    for module in (score, compare, heatmap, regions, model, health, metrics):
+    for module in (score, compare, heatmap, regions, model_info, health, metrics):
         app.include_router(module.router)
     return app
 

@@ -1,8 +1,8 @@
 """Controlled localisation benchmark: does each pooling's viraliency map point at the cue?
 
-Synthetic images (model/synthetic.py) whose score is set by one planted checkerboard cue at a
+Synthetic images (training/synthetic.py) whose score is set by one planted checkerboard cue at a
 known box, among distractors, decoys and noise. For each pooling a tiny ViralityNet is
-trained from scratch with `model.train.fit` (eq. (1), fresh pairs each epoch, every pair of
+trained from scratch with `training.train.fit` (eq. (1), fresh pairs each epoch, every pair of
 different scores, best epoch on a synthetic validation set). On a held-out synthetic test set
 we report pairwise accuracy (every pair with different scores), the pointing game (the eq. (7)
 map's maximum inside the cue box), the mean IoU of the CAM-paper box (threshold 0.2 of the
@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
-from model.synthetic import (
+from training.synthetic import (
     SyntheticSet,
     localisation_metrics,
     make_synthetic_set,
     pairwise_accuracy,
 )
-from model.train import TrainConfig, fit
+from training.train import TrainConfig, fit
 
 # (label, pooling, eta_init); GAP and GMP ignore eta.
 VARIANTS: list[tuple[str, str, float]] = [
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             f"Synthetic images of {args.size} px: train {len(sets[0])}, validation "
             f"{len(sets[1])} (best epoch), test {len(test)} ({int(test.has_cue().sum())} with a "
-            f"cue). Tiny backbone from scratch, `model.train.fit`, {args.epochs} epochs, "
+            f"cue). Tiny backbone from scratch, `training.train.fit`, {args.epochs} epochs, "
             f"{seeds}, device {args.device}, torch threads {torch.get_num_threads()}; "
             f"wall time {wall:.0f} s.",
             "",

@@ -3,10 +3,10 @@
 The siamese model learns from *pairs* of images ("is a more viral than b?"), but users bring
 either per-image virality scores or ready-made labelled pairs. This module reads both formats
 with errors that point at the exact CSV row, and splits images (not pairs) into train and
-validation so that no image leaks across the split. `model.pairs` turns the scores into pairs.
+validation so that no image leaks across the split. `training.pairs` turns the scores into pairs.
 
 Images are checked here (they exist, lie inside the data folder and decode fully); turning them
-into network inputs lives in `model.images` and `model.cache`.
+into network inputs lives in `training.views` and `training.cache`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests for model.pairs: the median, extreme and ratio protocols and the epoch samplers."""
+"""Tests for training.pairs: the median, extreme and ratio protocols and the epoch samplers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import DataError, LabelledPair, ScoredImage, scores_array
-from model.pairs import (
+from training.data import DataError, LabelledPair, ScoredImage, scores_array
+from training.pairs import (
     PairProtocol,
     PairSampler,
     extreme_pairs,
@@ -175,7 +175,7 @@ def test_pair_sampler_logs_the_unused_count(
 ) -> None:
     scores = np.array([0.0, 1.0, 3.0, 3.0, 3.0, 9.0, 20.0])  # median 3: three at the median
     expected = {"median": 3, "ratio": unused_images(scores, "ratio", 2.0)}[protocol]
-    with caplog.at_level(logging.INFO, logger="model.pairs"):
+    with caplog.at_level(logging.INFO, logger="training.pairs"):
         PairSampler(scores, protocol, ratio=2.0, pairs_per_epoch=8)
     assert f"{expected} of 7 training image(s)" in caplog.text
 

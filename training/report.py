@@ -1,6 +1,6 @@
 """The paper's comparison on our data: a markdown report with plots.
 
-    python -m model.report --runs runs --out weights/report
+    python -m training.report --runs runs --out weights/report
 
 Reads the checkpoints that `scripts/train_comparison` wrote (one per pooling, same split) and
 adds: a non-deep baseline in the spirit of Deza & Parikh (ridge regression of log engagement on
@@ -22,14 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.cache import FromBlock, cached_inputs
 from model.checkpoint import load_checkpoint
-from model.data import ScoredImage, read_dankmemes, scores_array, split_from_json
-from model.evaluate import bootstrap_accuracy
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
-from model.pairs import ratio_pairs
-from model.ridge import fit_ridge
+from training.cache import FromBlock, cached_inputs
+from training.data import ScoredImage, read_dankmemes, scores_array, split_from_json
+from training.evaluate import bootstrap_accuracy
+from training.pairs import ratio_pairs
+from training.ridge import fit_ridge
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -65,7 +65,7 @@ def linear_probe(
     device: torch.device,
     backbone: str = "mobilenet_v2",
 ) -> dict[str, Any]:
-    """Ridge (model.ridge) on frozen ImageNet features (GAP) of the plain (unaugmented) images."""
+    """Ridge (training.ridge) on frozen ImageNet GAP features of the plain (unaugmented) images."""
     torch.manual_seed(0)  # backbones without ImageNet weights (tests) start from a fixed draw
     net = ViralityNet(NetworkConfig(backbone, "gap"), pretrained=True).eval()
     whole_trunk = FromBlock(net, len(net.trunk))  # type: ignore[arg-type]

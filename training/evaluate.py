@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from model.data import DataError
-from model.pairs import extreme_pairs, ratio_pairs
+from training.data import DataError
+from training.pairs import extreme_pairs, ratio_pairs
 
 log = logging.getLogger("viraliency.evaluate")
 
@@ -112,11 +112,11 @@ def evaluate_checkpoint(
     `data` and `data_format` default to those the checkpoint was trained on; any layout that
     training reads works (DANKMEMES folder, `path,score` CSV, `path_a,path_b,label` CSV).
     """
-    from model.cache import FromBlock, cached_inputs
     from model.checkpoint import CheckpointError, load_checkpoint
-    from model.data import read_data, scores_array, split_from_json, split_root
-    from model.pairs import index_pairs
-    from model.train import bad_image_policy, pick_device, predict
+    from training.cache import FromBlock, cached_inputs
+    from training.data import read_data, scores_array, split_from_json, split_root
+    from training.pairs import index_pairs
+    from training.train import bad_image_policy, pick_device, predict
 
     device = pick_device(device_name)
     net, info = load_checkpoint(checkpoint, device)
@@ -145,7 +145,7 @@ def evaluate_checkpoint(
 def main(argv: list[str] | None = None) -> None:
     """Evaluate a checkpoint on the validation split it recorded."""
     from model.checkpoint import CheckpointError
-    from model.data import DATA_FORMATS
+    from training.data import DATA_FORMATS
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("checkpoint", type=Path)

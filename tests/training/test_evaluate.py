@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from model.checkpoint import load_checkpoint
-from model.evaluate import bootstrap_accuracy, resampled_accuracy, validation_metrics
-from model.evaluate import main as evaluate_main
-from model.pairs import ratio_pairs
-from model.train import train
-from tests.model.tiny_runs import tiny_run, write_dataset
+from tests.training.tiny_runs import tiny_run, write_dataset
+from training.evaluate import bootstrap_accuracy, resampled_accuracy, validation_metrics
+from training.evaluate import main as evaluate_main
+from training.pairs import ratio_pairs
+from training.train import train
 
 
 def expanded_accuracy(predicted: np.ndarray, truth: np.ndarray, counts: np.ndarray) -> float:

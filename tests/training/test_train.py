@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-import model.train as train_module
-from model.cache import FromBlock, cached_inputs, prefix_features, render_views, run_blocks
+import training.train as train_module
 from model.checkpoint import CheckpointInfo, load_checkpoint, read_info, save_checkpoint
-from model.data import DataError, LabelledPair, ScoredImage, Split
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
-from model.train import (
+from tests.training.tiny_runs import bright_squares, tiny_run, write_dataset
+from training.cache import FromBlock, cached_inputs, prefix_features, render_views, run_blocks
+from training.data import DataError, LabelledPair, ScoredImage, Split
+from training.train import (
     ConfigError,
     TrainConfig,
     check_resume_network,
@@ -36,7 +37,6 @@ from model.train import (
     train,
     use_amp,
 )
-from tests.model.tiny_runs import bright_squares, tiny_run, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -277,7 +277,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         "--master_port",
         "29517",
         "-m",
-        "model.train",
+        "training.train",
         "--data",
         str(csv_path),
         "--data-format",

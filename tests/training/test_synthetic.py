@@ -11,7 +11,7 @@ import torch
 
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
-from model.synthetic import (
+from training.synthetic import (
     box_from_map,
     box_iou,
     localisation_metrics,
@@ -20,7 +20,7 @@ from model.synthetic import (
     pointing_hit,
     upsample_map,
 )
-from model.train import TrainConfig, fit
+from training.train import TrainConfig, fit
 
 YELLOW_MINUS_BLUE = np.array([255.0, 230.0, 0.0]) - np.array([0.0, 40.0, 255.0])
 

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from model.data import DataError, LabelledPair, ScoredImage
+from training.data import DataError, LabelledPair, ScoredImage
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tests for model.data: CSV readers and the split by image."""
+"""Tests for training.data: CSV readers and the split by image."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import (
+from training.data import (
     DataError,
     LabelledPair,
     ScoredImage,
@@ -22,7 +22,7 @@ from model.data import (
     split_by_image,
     split_from_json,
 )
-from model.images import load_rgb
+from training.views import load_rgb
 
 DANKMEMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dankmemes2020-task1"
 
@@ -57,7 +57,7 @@ def test_read_scores_csv_resolves_paths_and_keeps_order(
     b = _image(tmp_path / "imgs" / "b.jpg")
     rows = [["path", "score"], ["imgs/b.jpg", "12.5"], ["imgs/a.png", "0"]]
     csv_path = _csv(tmp_path / "scores.csv", rows)
-    with caplog.at_level(logging.INFO, logger="model.data"):
+    with caplog.at_level(logging.INFO, logger="training.data"):
         images = read_scores_csv(csv_path)
     assert images == [ScoredImage(b.resolve(), 12.5), ScoredImage(a.resolve(), 0.0)]
     assert all(image.path.is_absolute() for image in images)
@@ -170,7 +170,7 @@ def test_skip_mode_drops_and_logs_count(tmp_path: Path, caplog: pytest.LogCaptur
     (tmp_path / "broken.png").write_bytes(b"junk")
     rows = [["path", "score"], ["gone.png", "1"], ["keep.jpg", "2"], ["broken.png", "3"]]
     csv_path = _csv(tmp_path / "s.csv", rows)
-    with caplog.at_level(logging.INFO, logger="model.data"):
+    with caplog.at_level(logging.INFO, logger="training.data"):
         images = read_scores_csv(csv_path, on_bad_image="skip")
     assert images == [ScoredImage(keep.resolve(), 2.0)]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -186,7 +186,7 @@ def test_skip_mode_for_pairs_drops_pairs_touching_bad_images(
     a, b = _image(tmp_path / "a.png"), _image(tmp_path / "b.png")
     rows = [["path_a", "path_b", "label"], ["a.png", "b.png", "1"], ["b.png", "gone.png", "0"]]
     csv_path = _csv(tmp_path / "p.csv", rows)
-    with caplog.at_level(logging.WARNING, logger="model.data"):
+    with caplog.at_level(logging.WARNING, logger="training.data"):
         pairs = read_pairs_csv(csv_path, on_bad_image="skip")
     assert pairs == [LabelledPair(a.resolve(), b.resolve(), 1)]
     assert "skipped 1 of 2 row(s)" in caplog.text
@@ -293,7 +293,7 @@ def test_split_from_json_reports_unknown_names_and_extra_images(
     record = split.to_json(root)
     with pytest.raises(DataError, match="not among the given images"):
         split_from_json(record, _fake_images(5, root), root)
-    with caplog.at_level(logging.WARNING, logger="model.data"):
+    with caplog.at_level(logging.WARNING, logger="training.data"):
         rebuilt = split_from_json(record, _fake_images(12, root), root)
     assert rebuilt == split
     assert "2 image(s) are in neither side" in caplog.text

@@ -35,7 +35,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.backbones import build_backbone
-from model.cache import FromBlock, cached_inputs, state_digest
 from model.checkpoint import (
     Calibration,
     CheckpointError,
@@ -44,7 +43,10 @@ from model.checkpoint import (
     read_info,
     save_checkpoint,
 )
-from model.data import (
+from model.lena import clamp_etas_
+from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
+from training.cache import FromBlock, cached_inputs, state_digest
+from training.data import (
     DATA_FORMATS,
     BadImagePolicy,
     DataError,
@@ -57,11 +59,9 @@ from model.data import (
     split_from_json,
     split_root,
 )
-from model.evaluate import held_out_metrics
-from model.lena import clamp_etas_
-from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
-from model.pairs import FixedPairs, PairProtocol, PairSampler, index_pairs, ratio_pairs
-from model.ridge import fit_ridge
+from training.evaluate import held_out_metrics
+from training.pairs import FixedPairs, PairProtocol, PairSampler, index_pairs, ratio_pairs
+from training.ridge import fit_ridge
 
 log = logging.getLogger("viraliency.train")
 
@@ -106,7 +106,7 @@ class TrainConfig:
         metadata={
             "choices": ("random", "ridge"),
             "help": "ridge: start the linear head from a ridge regression of log engagement on "
-            "the training images' pooled features (model/ridge.py) instead of at random",
+            "the training images' pooled features (training/ridge.py) instead of at random",
         },
     )
     eta_lr: float = 1e-2  # eta moves in steps of 1/(K-1); it gets its own rate

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from model.train import TrainConfig
+from training.train import TrainConfig
 
 
 def bright_squares(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from model.images import load_rgb, make_views, normalise
+from model.images import normalise
 from model.network import ViralityNet
+from training.views import load_rgb, make_views
 
 log = logging.getLogger(__name__)
 

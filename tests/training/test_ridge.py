@@ -1,4 +1,4 @@
-"""model.ridge: the ridge fit of log engagement, and the head it initialises."""
+"""training.ridge: the ridge fit of log engagement, and the head it initialises."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.cache import FromBlock
 from model.network import NetworkConfig, ViralityNet
-from model.ridge import fit_ridge
-from model.train import ConfigError, init_head_from_ridge, pair_accuracy, train
-from tests.model.tiny_runs import bright_squares, tiny_run, write_dataset
+from tests.training.tiny_runs import bright_squares, tiny_run, write_dataset
+from training.cache import FromBlock
+from training.ridge import fit_ridge
+from training.train import ConfigError, init_head_from_ridge, pair_accuracy, train
 
 
 def linear_data(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from model.checkpoint import CheckpointInfo, save_checkpoint
-from model.data import ScoredImage
 from model.network import NetworkConfig, ViralityNet
-from model.report import (
+from training.data import ScoredImage
+from training.report import (
     RHOS,
     comparison_rows,
     keep_hottest,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from model.pairs import ratio_pairs
+from training.pairs import ratio_pairs
 
 LAMBDAS = tuple(10.0**p for p in range(6))
 

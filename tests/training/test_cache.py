@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model.cache import FromBlock, cached_inputs, prefix_digest, prefix_features, render_views
-from model.data import DataError
 from model.network import NetworkConfig, ViralityNet
+from training.cache import FromBlock, cached_inputs, prefix_digest, prefix_features, render_views
+from training.data import DataError
 
 CPU = torch.device("cpu")
 
