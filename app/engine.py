@@ -20,6 +20,7 @@ import torch
 from numpy.typing import NDArray
 
 from model.checkpoint import CheckpointInfo, load_checkpoint
+from model.devices import resolve_device
 from model.images import normalise
 from model.network import ViralityNet
 
@@ -32,22 +33,6 @@ ViraliencyMap = NDArray[np.float32]  # (h, w) at feature resolution
 class Prediction:
     score: float  # raw s(I)
     viraliency: ViraliencyMap  # eq. (7), (h, w)
-
-
-def resolve_device(requested: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; an explicit CUDA device must exist."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} requested but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(
-                f"device {requested!r} requested but only {torch.cuda.device_count()} "
-                "CUDA device(s) are visible"
-            )
-    return device
 
 
 class Engine:
