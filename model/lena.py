@@ -25,6 +25,7 @@ land on the next N after float32 rounding, as with any threshold on a float.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -192,17 +193,16 @@ def clamp_etas_(module: nn.Module) -> None:
             layer.clamp_eta_()
 
 
-POOLINGS = ("gap", "gmp", "gnap", "lena")
+POOLINGS: dict[str, Callable[[int, float], GlobalPool]] = {
+    "gap": lambda channels, eta_init: GlobalAvgPool(channels),
+    "gmp": lambda channels, eta_init: GlobalMaxPool(channels),
+    "gnap": lambda channels, eta_init: LenaPool(channels, eta_init, learnable=False),
+    "lena": lambda channels, eta_init: LenaPool(channels, eta_init, learnable=True),
+}  # name -> (channels, eta_init) -> layer; add a pooling here
 
 
 def build_pool(name: str, channels: int, eta_init: float = 0.5) -> GlobalPool:
-    """The pooling layer called `name` (one of POOLINGS); eta_init is used by gnap and lena."""
-    if name == "gap":
-        return GlobalAvgPool(channels)
-    if name == "gmp":
-        return GlobalMaxPool(channels)
-    if name == "gnap":
-        return LenaPool(channels, eta_init, learnable=False)
-    if name == "lena":
-        return LenaPool(channels, eta_init, learnable=True)
-    raise ValueError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
+    """The pooling layer called `name` (a key of POOLINGS); eta_init is used by gnap and lena."""
+    if name not in POOLINGS:
+        raise ValueError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
+    return POOLINGS[name](channels, eta_init)

