@@ -2,7 +2,7 @@
 
 Synthetic images (training/synthetic.py) whose score is set by one planted checkerboard cue at a
 known box, among distractors, decoys and noise. For each pooling a tiny ViralityNet is
-trained from scratch with `training.train.fit` (eq. (1), fresh pairs each epoch, every pair of
+trained from scratch with `training.fit.fit` (eq. (1), fresh pairs each epoch, every pair of
 different scores, best epoch on a synthetic validation set). On a held-out synthetic test set
 we report pairwise accuracy (every pair with different scores), the pointing game (the eq. (7)
 map's maximum inside the cue box), the mean IoU of the CAM-paper box (threshold 0.2 of the
@@ -30,13 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
-from training.synthetic import (
-    SyntheticSet,
-    localisation_metrics,
-    make_synthetic_set,
-    pairwise_accuracy,
-)
-from training.train import TrainConfig, fit
+from training.accuracy import all_ordered_pairs, pair_accuracy
+from training.config import TrainConfig
+from training.fit import fit
+from training.synthetic import SyntheticSet, localisation_metrics, make_synthetic_set
 
 # (label, pooling, eta_init); GAP and GMP ignore eta.
 VARIANTS: list[tuple[str, str, float]] = [
@@ -108,7 +105,7 @@ def run_variant(
     loc = localisation_metrics(maps, test.boxes, test.images.shape[1:3], args.threshold)
     eta_mean = float(net.pool.eta_values().float().mean())  # GAP: 1, GMP: 0
     return {
-        "pair_acc": pairwise_accuracy(scores, test.scores),
+        "pair_acc": pair_accuracy(scores, all_ordered_pairs(test.scores)),
         "pointing": loc.pointing,
         "iou": loc.iou,
         "iou30": loc.iou_at_30,
@@ -189,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             f"Synthetic images of {args.size} px: train {len(sets[0])}, validation "
             f"{len(sets[1])} (best epoch), test {len(test)} ({int(test.has_cue().sum())} with a "
-            f"cue). Tiny backbone from scratch, `training.train.fit`, {args.epochs} epochs, "
+            f"cue). Tiny backbone from scratch, `training.fit.fit`, {args.epochs} epochs, "
             f"{seeds}, device {args.device}, torch threads {torch.get_num_threads()}; "
             f"wall time {wall:.0f} s.",
             "",

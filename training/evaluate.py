@@ -14,14 +14,43 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from training.data import DataError
-from training.pairs import extreme_pairs, ratio_pairs
+from model.checkpoint import CheckpointError, load_checkpoint
+from model.devices import DeviceError, resolve_device
+from training.accuracy import pair_accuracy
+from training.cache import FromBlock, cached_inputs
+from training.data import (
+    DATA_FORMATS,
+    BadImagePolicy,
+    DataError,
+    read_data,
+    scores_array,
+    split_from_json,
+    split_root,
+)
+from training.pairs import extreme_pairs, index_pairs, ratio_pairs
 
 log = logging.getLogger("viraliency.evaluate")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Tensor, device: torch.device, batch: int = 128) -> np.ndarray:
+    """Scores of a stack of inputs, in eval mode. (N, ...) -> (N,)"""
+    was_training = model.training
+    model.eval()
+    out = [
+        model(inputs[i : i + batch].to(device).float()).float().cpu()
+        for i in tqdm(range(0, len(inputs), batch), desc="scoring", leave=False, disable=None)
+    ]
+    model.train(was_training)
+    return torch.cat(out).numpy()
 
 
 def bootstrap_accuracy(
@@ -37,24 +66,10 @@ def bootstrap_accuracy(
         raise ValueError("no pairs to evaluate")
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n_boot)  # (R, n)
-    accs = resampled_accuracy(predicted, pairs, counts)
+    accs = pair_accuracy(predicted, pairs, counts)
     tail = (1.0 - level) / 2
     lo, hi = np.nanquantile(accs, [tail, 1.0 - tail])
-    acc = float(resampled_accuracy(predicted, pairs, np.ones((1, n_images)))[0])
-    return acc, float(lo), float(hi)
-
-
-def resampled_accuracy(predicted: np.ndarray, pairs: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Pair accuracy when image i is drawn counts[r, i] times, for each resample r. -> (R,)
-
-    A pair (a, b) then occurs counts[r, a] * counts[r, b] times; NaN where no pair was drawn.
-    """
-    a, b = pairs[:, 0], pairs[:, 1]
-    correct = (predicted[a] > predicted[b]).astype(np.float64)
-    weight = counts[:, a] * counts[:, b]  # (R, P)
-    total = weight.sum(axis=1).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (weight @ correct) / total, np.nan)
+    return pair_accuracy(predicted, pairs), float(lo), float(hi)
 
 
 def validation_metrics(
@@ -104,7 +119,7 @@ def evaluate_checkpoint(
     data: Path | None = None,
     data_format: str | None = None,
     ratio: float = 2.0,
-    on_bad_image: str = "error",
+    on_bad_image: BadImagePolicy = "error",
     device_name: str = "auto",
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on the validation images of the split it recorded.
@@ -112,13 +127,7 @@ def evaluate_checkpoint(
     `data` and `data_format` default to those the checkpoint was trained on; any layout that
     training reads works (DANKMEMES folder, `path,score` CSV, `path_a,path_b,label` CSV).
     """
-    from model.checkpoint import CheckpointError, load_checkpoint
-    from training.cache import FromBlock, cached_inputs
-    from training.data import read_data, scores_array, split_from_json, split_root
-    from training.pairs import index_pairs
-    from training.train import bad_image_policy, pick_device, predict
-
-    device = pick_device(device_name)
+    device = resolve_device(device_name)
     net, info = load_checkpoint(checkpoint, device)
     recorded = info.training.get("config", {})
     data = Path(data if data is not None else recorded.get("data", ""))
@@ -129,7 +138,7 @@ def evaluate_checkpoint(
             f"{checkpoint} records no train/validation split (training.data.split), so its "
             f"held-out images are unknown"
         )
-    images, labelled = read_data(data, data_format, bad_image_policy(on_bad_image))
+    images, labelled = read_data(data, data_format, on_bad_image)
     split = split_from_json(split_record, images, split_root(data, data_format))
     model = FromBlock(net, 0)
     val_paths = [i.path for i in split.val]
@@ -144,11 +153,8 @@ def evaluate_checkpoint(
 
 def main(argv: list[str] | None = None) -> None:
     """Evaluate a checkpoint on the validation split it recorded."""
-    from model.checkpoint import CheckpointError
-    from training.data import DATA_FORMATS
-
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (config.json + weights)")
     parser.add_argument(
         "--data",
         type=Path,
@@ -162,16 +168,29 @@ def main(argv: list[str] | None = None) -> None:
         help="dankmemes, scores (path,score) or pairs (path_a,path_b,label); default: the "
         "checkpoint's",
     )
-    parser.add_argument("--ratio", type=float, default=2.0)
-    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--ratio", type=float, default=2.0, help="validation pairs differ by at least this factor"
+    )
+    parser.add_argument(
+        "--on-bad-image",
+        choices=get_args(BadImagePolicy),
+        default="error",
+        help="a missing or undecodable image stops the evaluation (error) or is left out (skip)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        metrics = evaluate_checkpoint(
-            args.checkpoint, args.data, args.data_format, args.ratio, args.on_bad_image, args.device
-        )
-    except (DataError, CheckpointError) as exc:
+        with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+            metrics = evaluate_checkpoint(
+                args.checkpoint,
+                args.data,
+                args.data_format,
+                args.ratio,
+                args.on_bad_image,
+                args.device,
+            )
+    except (DataError, CheckpointError, DeviceError) as exc:
         raise SystemExit(f"viraliency-evaluate: error: {exc}") from exc
     print(json.dumps(metrics, indent=2))
 

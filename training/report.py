@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from model.checkpoint import load_checkpoint
+from model.devices import resolve_device
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
 from training.cache import FromBlock, cached_inputs
@@ -180,13 +181,22 @@ def markdown(rows: list[dict[str, Any]], rho: dict[str, list[float]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, default=Path("runs"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dankmemes2020-task1"))
-    parser.add_argument("--out", type=Path, default=Path("weights/report"))
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="scripts/train_comparison's folder"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data/dankmemes2020-task1"),
+        help="the DANKMEMES folder the runs were trained on",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("weights/report"), help="where the report goes"
+    )
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = comparison_rows(args.runs)
     reference = json.loads((args.runs / rows[0]["method"] / "config.json").read_text())

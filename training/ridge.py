@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from training.accuracy import pair_accuracy
 from training.pairs import ratio_pairs
 
 LAMBDAS = tuple(10.0**p for p in range(6))
@@ -50,7 +51,7 @@ def fit_ridge(features: Array, scores: Array, ratio: float = 2.0) -> LinearScore
 
     def inner_accuracy(penalty: float) -> float:
         predicted = z[fold:] @ _solve(z[:fold], y[:fold], penalty)
-        return float(np.mean(predicted[inner_pairs[:, 0]] > predicted[inner_pairs[:, 1]]))
+        return pair_accuracy(predicted, inner_pairs)
 
     penalty = max(LAMBDAS, key=inner_accuracy)
     beta = _solve(z, y, penalty)

@@ -11,7 +11,8 @@ import pytest
 
 from model.checkpoint import load_checkpoint
 from tests.training.tiny_runs import tiny_run, write_dataset
-from training.evaluate import bootstrap_accuracy, resampled_accuracy, validation_metrics
+from training.accuracy import pair_accuracy
+from training.evaluate import bootstrap_accuracy, validation_metrics
 from training.evaluate import main as evaluate_main
 from training.pairs import ratio_pairs
 from training.train import train
@@ -34,7 +35,7 @@ def test_resampled_accuracy_matches_brute_force() -> None:
     predicted = truth + rng.normal(scale=60, size=12)
     pairs = ratio_pairs(truth, 2.0)
     counts = rng.multinomial(12, np.full(12, 1 / 12), size=5)
-    got = resampled_accuracy(predicted, pairs, counts)
+    got = pair_accuracy(predicted, pairs, counts)
     for row, value in zip(counts, got, strict=True):
         assert value == pytest.approx(expanded_accuracy(predicted, truth, row))
 

@@ -11,9 +11,10 @@ import torch
 
 from model.network import NetworkConfig, ViralityNet
 from tests.training.tiny_runs import bright_squares, tiny_run, write_dataset
+from training.accuracy import pair_accuracy
+from training.build import init_head_from_ridge
 from training.cache import FromBlock
 from training.ridge import fit_ridge
-from training.train import ConfigError, init_head_from_ridge, pair_accuracy, train
 
 
 def linear_data(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,5 +65,5 @@ def test_head_init_makes_the_network_score_as_the_ridge_fit() -> None:
 def test_head_init_needs_scores_not_pairs(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "data").parent
     cfg = tiny_run(folder, tmp_path / "run", data=str(folder / "pairs.csv"), data_format="pairs")
-    with pytest.raises(ConfigError, match="per-image scores"):
-        train(replace(cfg, head_init="ridge"))
+    with pytest.raises(ValueError, match="per-image scores"):  # when the config is made
+        replace(cfg, head_init="ridge")

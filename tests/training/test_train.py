@@ -20,23 +20,15 @@ from model.checkpoint import CheckpointInfo, load_checkpoint, read_info, save_ch
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
 from tests.training.tiny_runs import bright_squares, tiny_run, write_dataset
+from training.accuracy import pair_accuracy
 from training.cache import FromBlock, cached_inputs, prefix_features, render_views, run_blocks
+from training.config import ConfigError, TrainConfig
 from training.data import DataError, LabelledPair, ScoredImage, Split
-from training.train import (
-    ConfigError,
-    TrainConfig,
-    check_resume_network,
-    distributed_backend,
-    fit,
-    main,
-    pair_accuracy,
-    parse_args,
-    predict,
-    read_images,
-    split_pairs,
-    train,
-    use_amp,
-)
+from training.distributed import distributed_backend
+from training.evaluate import predict
+from training.fit import fit, use_amp
+from training.resume import check_resume_network
+from training.train import main, parse_args, read_images, split_pairs, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -261,7 +253,7 @@ def test_on_bad_image_flag(tmp_path: Path) -> None:
     )
     images, _ = read_images(skip)
     assert sorted(i.path.name for i in images) == [f"{i}.png" for i in (0, 1, 2, 4, 5, 6, 7)]
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--on-bad-image: Input should be 'error' or 'skip'"):
         parse_args(["--on-bad-image", "ignore"])
 
 

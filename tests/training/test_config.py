@@ -1,0 +1,96 @@
+"""The training config is the CLI: every field a flag with help, bad values refused at parse."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.backbones import BACKBONES
+from model.checkpoint import CheckpointInfo, save_checkpoint
+from model.network import NetworkConfig, ViralityNet
+from training.cache import FromBlock
+from training.config import ConfigError, TrainConfig
+from training.train import main, parse_args
+
+
+def test_help_shows_every_flag_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    described = TrainConfig.__pydantic_fields__  # type: ignore[attr-defined]
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text
+        description = described[f.name].description
+        assert description, f"{flag} has no help line"
+        assert " ".join(description.split()) in text
+    assert "--no-amp" in text
+    assert "{gap,gmp,gnap,lena}" in text
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "allowed"),
+    [
+        ("--pooling", "max", "'gap', 'gmp', 'gnap' or 'lena'"),
+        ("--protocol", "random", "'median' or 'ratio'"),
+        ("--backbone", "resnet9", "'mobilenet_v2', 'alex5', 'alex7', 'vgg13' or 'tiny'"),
+        ("--data-format", "json", "'dankmemes', 'scores' or 'pairs'"),
+    ],
+)
+def test_a_bad_choice_fails_at_parse_time_naming_the_allowed_values(
+    flag: str, value: str, allowed: str, tmp_path: Path
+) -> None:
+    # The data does not exist: the error must come from the flags, before anything is read.
+    argv = ["--data", str(tmp_path / "missing"), flag, value, "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match=f"{flag}: Input should be {allowed}"):
+        main(argv)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_flags_and_bad_numbers_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--freeze_blocks", "3"])  # flags are kebab-case, as before
+    with pytest.raises(ConfigError, match="--views: Input should be greater than 0"):
+        parse_args(["--views", "0"])
+    with pytest.raises(ConfigError, match="--device: String should match"):
+        parse_args(["--device", "gpu"])
+    assert parse_args(["--no-amp", "--device", "cuda:1"]).amp is False
+
+
+def test_each_backbone_freezes_its_own_blocks_by_default() -> None:
+    assert parse_args([]).frozen_blocks == 18  # MobileNetV2: blocks 0-17, as before
+    for name, spec in BACKBONES.items():
+        cfg = parse_args(["--backbone", name])
+        assert cfg.freeze_blocks is None
+        assert cfg.frozen_blocks == spec.frozen_by_default < spec.blocks  # something trains
+    assert parse_args(["--backbone", "alex7", "--freeze-blocks", "0"]).frozen_blocks == 0
+
+
+def test_alex7_keeps_its_random_layers_trainable_by_default() -> None:
+    """The old default (18, MobileNetV2's count) froze all of alex7, new random layers too."""
+    net = ViralityNet(NetworkConfig(backbone="alex7"), pretrained=False)
+    model = FromBlock(net, parse_args(["--backbone", "alex7"]).frozen_blocks)
+    extra = net.trunk[1]  # type: ignore[index]
+    assert all(p.requires_grad for p in extra.parameters())
+    assert not any(p.requires_grad for p in model.prefix.parameters())
+
+
+@pytest.mark.parametrize(("backbone", "blocks"), [("alex7", 2), ("mobilenet_v2", 19)])
+def test_an_out_of_range_freeze_names_the_backbones_block_count(backbone: str, blocks: int) -> None:
+    too_many = str(blocks + 1)
+    with pytest.raises(ConfigError, match=f"{backbone}, which has {blocks} trunk blocks"):
+        parse_args(["--backbone", backbone, "--freeze-blocks", too_many])
+    assert parse_args(["--backbone", backbone, "--freeze-blocks", str(blocks)]).frozen_blocks
+
+
+def test_a_resumed_run_checks_freezing_against_the_checkpoints_backbone(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = ViralityNet(NetworkConfig(backbone="tiny", pooling="gap"), pretrained=False)
+    save_checkpoint(net, CheckpointInfo(net.config, net.preprocessing), tmp_path / "tiny")
+    with pytest.raises(ConfigError, match="tiny, which has 6 trunk blocks"):
+        parse_args(["--resume", str(tmp_path / "tiny"), "--freeze-blocks", "7"])
+    assert parse_args(["--resume", str(tmp_path / "tiny")]).frozen_blocks == 0
