@@ -47,7 +47,6 @@ __all__ = [
     "cue_pattern",
     "localisation_metrics",
     "make_synthetic_set",
-    "pairwise_accuracy",
     "pointing_hit",
     "upsample_map",
 ]
@@ -259,17 +258,3 @@ def localisation_metrics(
     return Localisation(
         float(np.mean(hits)), float(iou.mean()), float(np.mean(iou >= 0.3)), len(hits)
     )
-
-
-def pairwise_accuracy(predicted: np.ndarray, scores: np.ndarray) -> float:
-    """Over all pairs with different true scores: how often the predictions order them the
-    same way (a tie in the predictions counts one half)."""
-    p = np.asarray(predicted, dtype=np.float64)
-    s = np.asarray(scores, dtype=np.float64)
-    true_sign = np.sign(s[:, None] - s[None, :])
-    pred_sign = np.sign(p[:, None] - p[None, :])
-    pairs = true_sign > 0  # each unordered pair with different scores once
-    if not pairs.any():
-        return float("nan")
-    agree = np.where(pred_sign[pairs] == 0, 0.5, (pred_sign[pairs] > 0).astype(np.float64))
-    return float(agree.mean())

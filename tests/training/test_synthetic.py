@@ -11,16 +11,17 @@ import torch
 
 from model.images import normalise
 from model.network import NetworkConfig, ViralityNet
+from training.accuracy import all_ordered_pairs, pair_accuracy
+from training.config import TrainConfig
+from training.fit import fit
 from training.synthetic import (
     box_from_map,
     box_iou,
     localisation_metrics,
     make_synthetic_set,
-    pairwise_accuracy,
     pointing_hit,
     upsample_map,
 )
-from training.train import TrainConfig, fit
 
 YELLOW_MINUS_BLUE = np.array([255.0, 230.0, 0.0]) - np.array([0.0, 40.0, 255.0])
 
@@ -210,14 +211,6 @@ def test_localisation_metrics_by_hand() -> None:
     assert loc.iou_at_30 == pytest.approx(0.5)
 
 
-def test_pairwise_accuracy_by_hand() -> None:
-    # Pairs with different scores: (1, 0), (2, 0), (3, 0), (1, 2), (1, 3); all ordered right.
-    assert pairwise_accuracy(np.array([0.1, 0.5, 0.3, 0.3]), np.array([0, 2, 1, 1])) == 1.0
-    # (1 > 0) wrong, (2 > 0) wrong, (2 > 1) right.
-    assert pairwise_accuracy(np.array([1.0, 0.0, 0.5]), np.array([0, 1, 2])) == pytest.approx(1 / 3)
-    assert pairwise_accuracy(np.array([1.0, 1.0]), np.array([0, 1])) == 0.5  # a tie: half
-
-
 # --- a tiny end-to-end run ----------------------------------------------------------------
 
 
@@ -261,7 +254,7 @@ def test_pooling_learns_the_cue_and_points_at_it(pooling: str) -> None:
     net.eval()
     with torch.no_grad():
         scores, maps = net.viraliency(to_inputs(test.images, net))
-    accuracy = pairwise_accuracy(scores.numpy(), test.scores)
+    accuracy = pair_accuracy(scores.numpy(), all_ordered_pairs(test.scores))
     loc = localisation_metrics(maps.numpy(), test.boxes, (size, size))
     box = test.boxes[test.has_cue()]
     chance = float(np.mean((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))) / size**2
