@@ -9,6 +9,7 @@ was a function-level import) and under TYPE_CHECKING.
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.metadata
 import re
 import sys
@@ -178,3 +179,19 @@ def _with_requirements(names: set[str]) -> set[str]:
 
 def _dist_name(spec: str) -> str:
     return re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_console_scripts_point_at_entry_points(capsys: pytest.CaptureFixture[str]) -> None:
+    """viraliency-train, -evaluate and -serve name functions that exist; the two CLIs answer
+    --help (the serve entry point starts a server, so only its existence is checked)."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"viraliency-train", "viraliency-evaluate", "viraliency-serve"}
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        entry = getattr(importlib.import_module(module), function)
+        assert callable(entry)
+        if name != "viraliency-serve":
+            with pytest.raises(SystemExit) as exit_info:
+                entry(["--help"])
+            assert exit_info.value.code == 0
+            assert "--data" in capsys.readouterr().out

@@ -67,8 +67,7 @@ def save_run(
     save_checkpoint(model.net, info, out)
     if announce:
         log.info(
-            "best so far, saved to %s (epoch %d): %s",
-            out,
+            "best so far (epoch %d): %s",
             result.best_epoch,
             {k: v for k, v in metrics.items() if k not in ("history", "best_epoch")},
         )
