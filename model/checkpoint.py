@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.backbones import Preprocessing
+from model.backbones import BACKBONES, Preprocessing
+from model.lena import POOLINGS
 from model.network import NetworkConfig, ViralityNet
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ FORMAT = "viraliency-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+IMAGENET_CLASSES = 1000  # objectness class ids index the pretrained ImageNet classifier
 
 
 class CheckpointError(ValueError):
@@ -118,9 +120,70 @@ def read_info(folder: Path) -> CheckpointInfo:
             f"(format={data.get('format')!r}, format_version={data.get('format_version')!r})"
         )
     try:
-        return CheckpointInfo.from_json(data)
+        info = CheckpointInfo.from_json(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{config_path} is incomplete or malformed: {exc!r}") from exc
+    problem = _network_problem(info.network) or _calibration_problem(info.calibration)
+    if problem:
+        raise CheckpointError(f"{config_path}: {problem}")
+    return info
+
+
+def _network_problem(network: NetworkConfig) -> str | None:
+    """What is wrong with the config's `network` entry, naming the field; None if nothing."""
+    if network.backbone not in BACKBONES:
+        return f"network.backbone {network.backbone!r} is unknown; known: {', '.join(BACKBONES)}"
+    if network.pooling not in POOLINGS:
+        return f"network.pooling {network.pooling!r} is unknown; known: {', '.join(POOLINGS)}"
+    if not 0.0 <= network.eta_init <= 1.0:  # also catches NaN
+        return f"network.eta_init is {network.eta_init}; it must be in [0, 1]"
+    bad = [
+        c
+        for c in network.objectness_classes
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < IMAGENET_CLASSES
+    ]
+    if bad:
+        return (
+            f"network.objectness_classes has unknown ImageNet class id(s) {bad[:5]}; "
+            f"ids are integers in [0, {IMAGENET_CLASSES - 1}]"
+        )
+    return None
+
+
+def _calibration_problem(calibration: Calibration | None) -> str | None:
+    """Quantiles must be >= 2 finite numbers that never decrease (np.interp needs that)."""
+    if calibration is None:
+        return None
+    q = np.asarray(calibration.quantiles, dtype=np.float64)
+    if q.ndim != 1 or len(q) < 2:
+        return f"calibration.quantiles needs at least 2 numbers, got {calibration.quantiles!r}"
+    if not np.isfinite(q).all():
+        return f"calibration.quantiles has non-finite values at {np.flatnonzero(~np.isfinite(q))}"
+    drops = np.flatnonzero(np.diff(q) < 0)
+    if len(drops):
+        i = int(drops[0])
+        return (
+            f"calibration.quantiles is not increasing: quantiles[{i + 1}] = {q[i + 1]} < "
+            f"quantiles[{i}] = {q[i]} ({len(drops)} drop(s))"
+        )
+    return None
+
+
+def _check_values(tensors: dict[str, torch.Tensor]) -> None:
+    """Every float weight finite (a NaN head would score every image NaN) and eta in [0, 1]."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"weights: {name} has {count} NaN or infinite value(s) of {tensor.numel()}"
+            )
+    eta = tensors.get("pool.eta")
+    if eta is not None and not bool(((eta >= 0) & (eta <= 1)).all()):
+        outside = torch.nonzero((eta < 0) | (eta > 1)).flatten()
+        raise CheckpointError(
+            f"weights: pool.eta has {len(outside)} value(s) outside [0, 1], e.g. "
+            f"{float(eta[outside[0]])} at channel {int(outside[0])}"
+        )
 
 
 def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
@@ -151,12 +214,16 @@ def load_checkpoint(
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path} not found: a checkpoint folder needs {WEIGHTS_FILE}")
-    model = ViralityNet(info.network, pretrained=False)
+    try:
+        model = ViralityNet(info.network, pretrained=False)
+    except ValueError as exc:  # e.g. objectness classes on a backbone without a classifier
+        raise CheckpointError(f"{folder / CONFIG_FILE}: network: {exc}") from exc
     try:
         tensors = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
     _check_tensors(model.state_dict(), tensors)
+    _check_values(tensors)
     model.load_state_dict(tensors, strict=True)
     model.preprocessing = info.preprocessing
     return model.to(device).eval(), info

@@ -19,8 +19,10 @@ row-major position wins) and the same input always selects, and back-propagates 
 N positions. Sorting and sums run in at least float32, also under fp16/bf16 autocast, so the
 top-n means of a half-precision input are not rounded at every addition. At N = K the output is
 the plain mean (`x.mean`), so eta = 1 is bit-for-bit GAP. N is computed in float64 from the
-stored float32 eta; an eta that is a multiple of delta only in exact arithmetic (1/3, say) may
-land on the next N after float32 rounding, as with any threshold on a float.
+stored eta; where eta * (K - 1) lies within float32 rounding of an integer j (within
+(K - 1) * 2^-23), it is taken as j, so a fixed GNAP eta of j / (K - 1), which float32 may store
+a hair above its exact value, selects N = j + 1 and not j + 2. The eta gradient comes back in
+eta's own dtype (float64 for a float64 eta).
 """
 
 from __future__ import annotations
@@ -43,10 +45,19 @@ __all__ = [
 ]
 
 
+_FLOAT32_EPS = float(torch.finfo(torch.float32).eps)  # 2^-23
+
+
 def top_n_counts(eta: Tensor, k: int) -> Tensor:
-    """N = 1 + ceil(eta * (K - 1)) per channel, as int64 on eta's device. (C,) -> (C,)"""
-    n = 1 + torch.ceil(eta.detach().double().clamp(0.0, 1.0) * (k - 1))
-    return n.long()
+    """N = 1 + ceil(eta * (K - 1)) per channel, as int64 on eta's device. (C,) -> (C,)
+
+    eta * (K - 1) within (K - 1) * 2^-23 of an integer j counts as j: that is float32's
+    rounding of eta = j / (K - 1), which must not push N up to j + 2.
+    """
+    t = eta.detach().double().clamp(0.0, 1.0) * (k - 1)
+    nearest = t.round()
+    snapped = torch.where((t - nearest).abs() <= (k - 1) * _FLOAT32_EPS, nearest, t.ceil())
+    return (1 + snapped).long()
 
 
 def _sort_desc(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,6 +101,7 @@ class _TopNMean(torch.autograd.Function):
         mask = _mask_from_sorted(order, n)  # (B, C, K) bool
         ctx.save_for_backward(mask, n, slope)
         ctx.input_dtype = x.dtype  # type: ignore[attr-defined]
+        ctx.eta_dtype = eta.dtype  # type: ignore[attr-defined]
         return pooled.to(x.dtype)
 
     @staticmethod
@@ -101,7 +113,8 @@ class _TopNMean(torch.autograd.Function):
             share = grad_out.to(wide) / n  # (B, C): eq. (11); fp16 ends at N = 65504
             grad_x = (mask * share.unsqueeze(-1)).to(ctx.input_dtype)
         if ctx.needs_input_grad[1]:
-            grad_eta = (grad_out.to(slope.dtype) * slope).sum(dim=0).float()  # eq. (8), (10)
+            grad_eta = (grad_out.to(slope.dtype) * slope).sum(dim=0)  # eq. (8), (10)
+            grad_eta = grad_eta.to(ctx.eta_dtype)
         return grad_x, grad_eta
 
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from model.images import normalise
+from model.images import DECODE_SCALE, DECODER_VERSION, normalise
 from model.network import ViralityNet
 from training.views import load_rgb, make_views
 
@@ -62,7 +62,7 @@ def render_views(paths: Sequence[Path], size: int, n_views: int, seed: int) -> T
     out = torch.empty((n_views, len(paths), size, size, 3), dtype=torch.uint8)
     for i, path in enumerate(tqdm(paths, desc="decoding", leave=False, disable=None)):
         rng = np.random.default_rng([seed, i])
-        out[:, i] = torch.from_numpy(make_views(load_rgb(path), size, n_views, rng).copy())
+        out[:, i] = torch.from_numpy(make_views(load_rgb(path, size), size, n_views, rng).copy())
     return out
 
 
@@ -129,6 +129,7 @@ def _cache_file(
             seed,
             pre.input_size,
             prefix_digest(model.net, start),
+            [DECODER_VERSION, DECODE_SCALE],  # how the files were decoded
         ]
     )
     return cache_dir / f"inputs-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"

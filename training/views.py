@@ -5,40 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from model.images import squash
+from model.images import ImageDecodeError, network_decode, squash
 from training.data import DataError
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """Any image Pillow reads, EXIF-rotated, as RGB uint8 (H, W, 3); alpha over white.
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    """The image as RGB uint8 (h, w, 3), decoded as the service decodes uploads for a network
+    input of size x size (model.images.network_decode: EXIF, alpha over white, 16-bit, ...;
+    a JPEG at a reduced DCT scale, still at least twice the input on each side).
 
     A file that cannot be decoded raises DataError naming it: Pillow's own errors (e.g.
     "image file is truncated") do not say which of a thousand images is at fault.
     """
     try:
-        return _decode_rgb(path)
-    except Exception as exc:  # Pillow raises many exception types for corrupt files
+        return network_decode(path, size).rgb
+    except (ImageDecodeError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, ImageDecodeError) else f"{type(exc).__name__}: {exc}"
         raise DataError(
-            f"{path}: cannot decode the image ({type(exc).__name__}: {exc}); re-save or remove "
-            f"it, or train with --on-bad-image skip"
+            f"{path}: cannot decode the image ({reason}); re-save or remove it, or train with "
+            "--on-bad-image skip"
         ) from exc
-
-
-def _decode_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as opened:
-        opened.seek(0)  # first frame of a GIF
-        img: Image.Image = ImageOps.exif_transpose(opened)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(white, rgba)
-        elif img.mode.startswith("I;16") or img.mode == "I":
-            # 16-bit greyscale: scale to 8 bits rather than clip (Pillow's convert clips).
-            wide = np.asarray(img, dtype=np.float64)
-            img = Image.fromarray((wide * (255.0 / max(wide.max(), 1.0))).astype(np.uint8))
-        return np.asarray(img.convert("RGB"))
 
 
 def random_view(rgb: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -13,6 +13,11 @@ from model.lena import GlobalAvgPool, GlobalMaxPool, LenaPool, build_pool, clamp
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def snapped_ceil(t: float, k: int) -> int:
+    """ceil(t), except that t within float32 rounding of an integer, (K - 1) * 2^-23, is it."""
+    return round(t) if abs(t - round(t)) <= (k - 1) * 2.0**-23 else math.ceil(t)
+
+
 def reference(x: np.ndarray, eta: np.ndarray, grad_out: np.ndarray):
     """Per channel, with plain loops: forward, input gradient and eta gradient."""
     b, c, h, w = x.shape
@@ -24,7 +29,7 @@ def reference(x: np.ndarray, eta: np.ndarray, grad_out: np.ndarray):
         for ch in range(c):
             v = x[i, ch].reshape(-1)
             order = np.argsort(-v, kind="stable")  # ties: earlier position first
-            n = 1 + math.ceil(float(eta[ch]) * (k - 1))
+            n = 1 + snapped_ceil(float(eta[ch]) * (k - 1), k)
 
             def top_mean(m: int, v=v, order=order) -> float:
                 return float(v[order[:m]].sum() / m)
@@ -77,6 +82,44 @@ def test_matches_reference(device: str, hw: tuple[int, int], etas: list[float], 
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-12, err_msg="grad_x")
     # eta is a float32 parameter, so its gradient comes back in float32.
     np.testing.assert_allclose(got[2], want[2], rtol=1e-6, atol=1e-6, err_msg="grad_eta")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float64_eta_gets_a_float64_gradient(device: str) -> None:
+    """With eta and x in float64, nothing is rounded to float32: the reference agrees to 1e-12."""
+    rng = np.random.default_rng(1)
+    etas = np.array([0.0, 0.123456789012345, 0.5, 0.987654321098765, 1.0])
+    x = rng.normal(size=(3, len(etas), 7, 7))
+    grad_out = rng.normal(size=(3, len(etas)))
+    layer = LenaPool(len(etas)).double().to(device)
+    with torch.no_grad():
+        layer.eta.copy_(torch.from_numpy(etas))
+    xt = torch.tensor(x, device=device, requires_grad=True)
+    layer(xt).backward(torch.tensor(grad_out, device=device))
+    assert layer.eta.grad is not None
+    assert layer.eta.grad.dtype == torch.float64
+    want = reference(x, etas, grad_out)[2]
+    np.testing.assert_allclose(layer.eta.grad.cpu().numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("hw", [(7, 7), (5, 4), (14, 14)])
+def test_fixed_eta_of_j_over_k_minus_1_selects_j_plus_1(device: str, hw: tuple[int, int]) -> None:
+    """GNAP with eta = j / (K - 1), stored in float32, averages exactly the top j + 1 values."""
+    k = hw[0] * hw[1]
+    etas = torch.arange(k, dtype=torch.float64) / (k - 1)
+    rounded_up = (etas.float().double() * (k - 1) > torch.arange(k)).sum()
+    assert rounded_up > 0  # the premise: float32 stores some of these etas a hair too high
+    layer = build_pool("gnap", k).to(device)
+    assert isinstance(layer, LenaPool)
+    with torch.no_grad():
+        layer.eta.copy_(etas)
+    x = torch.randn(2, k, *hw, device=device, dtype=torch.float64)
+    counts = layer.selection_mask(x).sum(dim=(2, 3))
+    assert counts.tolist() == [list(range(1, k + 1))] * 2
+    top = x.flatten(2).sort(dim=-1, descending=True).values.cumsum(-1)  # (B, K, K)
+    want = top.diagonal(dim1=1, dim2=2) / torch.arange(1, k + 1, device=device)
+    torch.testing.assert_close(layer(x), want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("device", DEVICES)

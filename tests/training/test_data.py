@@ -329,7 +329,7 @@ def test_truncated_jpeg_is_unreadable_at_read_time(tmp_path: Path) -> None:
 def test_decoding_a_truncated_jpeg_names_the_file(tmp_path: Path) -> None:
     cut = _truncated_jpeg(tmp_path / "cut.jpg")
     with pytest.raises(DataError, match=r"cut\.jpg: cannot decode the image \(OSError"):
-        load_rgb(cut)
+        load_rgb(cut, 64)
 
 
 @pytest.mark.parametrize("outside", ["../elsewhere.png", "sub/../../elsewhere.png"])
