@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import Serve, wait_until
+from .helpers import Serve, batches, wait_until
 from .imaging import encode, jpeg, multipart, photo
 
 
@@ -178,7 +178,7 @@ async def test_drawings_beyond_the_bound_are_503_and_scoring_goes_on(serve: Serv
                 assert refused.json()["error"]["code"] == "render_busy"
                 assert "retry-after" in refused.headers
             # The POST routes are refused before their forward pass: nothing was scored.
-            assert list(service.batcher.recent_batch_sizes) == [1]
+            assert batches(app) == (1, 1)
             # The drawing holds one of the two decoding threads; scoring has the other.
             assert (await client.post("/score", files=multipart(jpeg(seed=2)))).status_code == 200
         finally:

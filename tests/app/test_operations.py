@@ -11,21 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
 
-from .conftest import TRAINING, Serve, full_queue, wait_until
+from .helpers import TRAINING, Serve, batches, full_queue, sample, wait_until
 from .imaging import jpeg, multipart
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 async def test_healthz_and_readyz_when_running(client: httpx.AsyncClient) -> None:
@@ -202,7 +193,7 @@ async def test_a_request_past_its_deadline_answers_504(serve: Serve) -> None:
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "deadline_exceeded"
         await wait_until(lambda: app.state.service.batcher.pending == 0)
-        assert list(app.state.service.batcher.recent_batch_sizes) == []  # skipped, not run
+        assert batches(app) == (0, 0)  # skipped, not run
 
 
 async def test_shutdown_finishes_accepted_requests_and_refuses_new_ones(
@@ -229,7 +220,7 @@ async def test_shutdown_finishes_accepted_requests_and_refuses_new_ones(
         assert [r.status_code for r in responses] == [200, 200, 200]
         await shutdown
     assert service.batcher.pending == 0
-    assert list(service.batcher.recent_batch_sizes) == [3]
+    assert batches(app) == (1, 3)
 
 
 async def test_an_unexpected_error_is_a_plain_500(settings_for: Callable[..., Settings]) -> None:
