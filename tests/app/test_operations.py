@@ -259,3 +259,18 @@ def test_settings_come_from_viraliency_environment_variables(
     monkeypatch.setenv("VIRALIENCY_DEVICE", "tpu")
     with pytest.raises(ValueError, match="device"):
         Settings()
+
+
+async def test_every_error_has_one_shape_422_included(client: httpx.AsyncClient) -> None:
+    """Review defect: 422 answers lacked the `accepted` key the other errors have."""
+    misnamed = await client.post("/score", files={"image": ("a.jpg", jpeg())})
+    bad_query = await client.get("/heatmap", params={"image_id": "not-hex"})
+    unknown = await client.get("/heatmap", params={"image_id": "0" * 64})
+    not_image = await client.post("/score", files=multipart(b"no image"))
+    for response in (misnamed, bad_query, unknown, not_image):
+        assert set(response.json()) == {"error"}
+        assert set(response.json()["error"]) == {"code", "message", "accepted"}, response.text
+    assert (misnamed.status_code, bad_query.status_code) == (422, 422)
+    assert "images" in misnamed.json()["error"]["message"]
+    assert "JPEG" in misnamed.json()["error"]["accepted"]  # a route that takes uploads
+    assert bad_query.json()["error"]["accepted"] is None
