@@ -140,7 +140,7 @@ class Reservation(Generic[T, R]):
         self._unsubmitted += count
 
     def release(self) -> None:
-        self._batcher._release(self._unsubmitted)
+        self._batcher._release(self._unsubmitted, scored=False)
         self._unsubmitted = 0
 
     def __enter__(self) -> Reservation[T, R]:
@@ -171,7 +171,8 @@ class Batcher(Generic[T, R]):
         admit_within_s: float | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        """`on_batch(images, seconds)` is called after each batch that ran; with `rate` and
+        """`on_batch(images, seconds)` is called after each batch that ran (seconds: end to end,
+        see `_observe`); with `rate` and
         `admit_within_s`, a request is admitted only when `rate` says its images are scored
         within that many seconds (or the queue is empty: the best it can ever get)."""
         self._predict = predict
@@ -185,6 +186,9 @@ class Batcher(Generic[T, R]):
         self._clock = clock
         self._jobs: JobQueue[T, R] = queue.SimpleQueue()
         self._pending = 0  # reserved slots: images admitted and not yet scored
+        self._queued = 0  # images submitted (decoded) and not yet scored
+        self._busy_since = 0.0  # when _queued last went from 0 to more
+        self._last_end = 0.0  # when the last batch ended
         self._accepting = True
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
@@ -212,7 +216,7 @@ class Batcher(Generic[T, R]):
 
     def estimated_wait_s(self, count: int = 1) -> float | None:
         """Seconds until `count` more images would be scored now (None without a rate)."""
-        return None if self.rate is None else self.rate.wait_s(self._pending + count)
+        return None if self.rate is None else (self._pending + count) / self.current_rate()
 
     def _admit(self, count: int) -> None:
         with self._changed:
@@ -229,10 +233,11 @@ class Batcher(Generic[T, R]):
             )
         if self.rate is None or self.admit_within_s is None or self._pending == 0:
             return
-        wait = self.rate.wait_s(self._pending + count)
+        rate = self.current_rate()
+        wait = (self._pending + count) / rate
         if wait > self.admit_within_s:
             raise QueueFullError(
-                f"{self._pending} images are queued; at {self.rate.images_per_s:.1f} images/s "
+                f"{self._pending} images are queued; at {rate:.1f} images/s "
                 f"{count} more would be scored in about {wait:.2f} s, over the "
                 f"{self.admit_within_s:.2f} s admission limit",
                 wait_s=wait,
@@ -260,15 +265,34 @@ class Batcher(Generic[T, R]):
 
     def _enqueue(self, payloads: Sequence[T]) -> list[Future[R]]:
         jobs: list[Job[T, R]] = [Job(payload) for payload in payloads]
+        with self._changed:
+            if self._queued == 0:
+                self._busy_since = self._clock()
+            self._queued += len(jobs)
         for job in jobs:
             self._jobs.put(job)
         return [job.future for job in jobs]
 
-    def _release(self, count: int) -> None:
+    def _release(self, count: int, scored: bool = True) -> None:
+        """Give back `count` slots: of images scored (or skipped), or never submitted."""
         if count:
             with self._changed:
                 self._pending -= count
+                if scored:
+                    self._queued -= count
                 self._changed.notify_all()
+
+    def current_rate(self) -> float:
+        """The rate, lowered while the worker has gone longer without finishing a batch than
+        the rate allows: the next batch brings at most max_batch_size images, so over that
+        time the path delivers at most max_batch_size / elapsed (a stalled or starved machine
+        shows at once, not after its batch ends)."""
+        assert self.rate is not None
+        rate = self.rate.images_per_s
+        if self._queued == 0:
+            return rate
+        elapsed = self._clock() - max(self._last_end, self._busy_since)
+        return min(rate, self.max_batch_size / elapsed) if elapsed > 0 else rate
 
     def _work(self) -> None:
         while True:
@@ -285,11 +309,17 @@ class Batcher(Generic[T, R]):
             live = [job for job in batch if job.future.set_running_or_notify_cancel()]
             self._release(len(batch) - len(live))
             if live:
-                started = self._clock()
                 self._run(live)
-                self._observe(len(live), self._clock() - started)
+                self._observe(len(live))
 
-    def _observe(self, images: int, seconds: float) -> None:
+    def _observe(self, images: int) -> None:
+        """Report the batch, and fold into the rate the wall time it took *end to end*: since
+        the previous batch ended, or since work came in when there was none. So the rate is
+        what the whole path delivers (uploads, decoding and the forward pass sharing the
+        machine), not the forward pass alone, and an idle queue does not count against it."""
+        end = self._clock()
+        seconds = end - max(self._last_end, self._busy_since)
+        self._last_end = end
         if self.rate is not None:
             self.rate.observe(images, seconds)
         if self._on_batch is not None:

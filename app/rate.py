@@ -1,7 +1,10 @@
 """A live estimate of how fast one device scores images, and of the wait ahead of a request.
 
-Each finished batch of b images that took t seconds is one sample of the throughput b / t.
-The estimate is an exponentially weighted mean over busy time, not over batches:
+Each finished batch of b images is one sample of the throughput b / t, where t is the wall time
+it took end to end: since the previous batch ended, or since work came in to an idle queue
+(`app.batching.Batcher`). Under load that is what the whole path delivers (uploads, decoding
+and the forward pass sharing the machine), not the forward pass alone. The estimate is an
+exponentially weighted mean over that time, not over batches:
 
     rate <- (1 - w) * rate + w * (b / t),    w = 1 - exp(-t / tau)
 

@@ -166,8 +166,8 @@ class Service:
         self.ready = False
         self.admitted = 0  # requests admitted since start (logged at stop)
         metrics.queue_depth.set_function(lambda: self.batcher.pending)
-        metrics.service_rate.set_function(lambda: self.rate.images_per_s)
-        metrics.estimated_wait.set_function(lambda: self.rate.wait_s(self.batcher.pending + 1))
+        metrics.service_rate.set_function(self.batcher.current_rate)
+        metrics.estimated_wait.set_function(lambda: self.batcher.estimated_wait_s(1) or 0.0)
         metrics.admission_limit.set(settings.admission_limit_s)
         metrics.queued_bytes.set_function(lambda: self.upload_bytes.held)
         metrics.renders_in_flight.set_function(lambda: self.render_slots.in_use)
@@ -219,19 +219,22 @@ class Service:
                 f"{self.settings.request_deadline_s:g} s ({exc}); retry after {retry} s"
             )
         else:
-            retry = max(1, math.ceil(self.rate.wait_s(self.batcher.pending)))
+            retry = max(1, math.ceil(self.batcher.estimated_wait_s(0) or 0.0))
             message = f"overloaded: {exc}; retry after {retry} s"
         return ApiError(503, "queue_full", message, headers={"Retry-After": str(retry)})
 
     def reserve(self, count: int) -> Reservation[Prepared, Prediction]:
         """The admit stage: queue slots for `count` images, or 503 at once (see `refusal`)."""
         try:
-            reservation = self.batcher.reserve(count)
+            return self.batcher.reserve(count)
         except (QueueFullError, ShuttingDownError) as exc:
             raise self.refusal(exc) from None
+
+    def admission(self, reservation: Reservation[Prepared, Prediction]) -> Admission:
+        """A request holding slots for all its images: from here on it is owed an answer."""
         self.admitted += 1
         self.metrics.admitted.inc()
-        return reservation
+        return Admission(self, reservation)
 
     def extend(self, reservation: Reservation[Prepared, Prediction], count: int) -> None:
         """`count` more slots for an admitted request, or 503 at once."""

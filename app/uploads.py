@@ -33,7 +33,7 @@ from starlette.types import Message, Receive
 from app.budget import BudgetExceededError, Hold
 from app.errors import ApiError
 from app.images import ACCEPTED
-from app.service import Admission, Service, Upload
+from app.service import Service, Upload
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ class UploadRoute(APIRoute):
                 files = sum(len(form.getlist(field.name)) for field in self.file_fields)
                 if files > fewest:
                     service.extend(reservation, files - fewest)
-                request.scope[ADMISSION] = Admission(service, reservation)
+                request.scope[ADMISSION] = service.admission(reservation)
                 async with service.deadline():
                     return await handler(counted)  # FastAPI reuses the form parsed above
             finally:

@@ -152,8 +152,7 @@ def test_admission_refuses_what_would_wait_past_the_limit() -> None:
         doubler, 8, 0.0, max_pending=100, rate=ServiceRate(10.0), admit_within_s=1.0
     )  # never started: nothing is scored, so the queue only grows
     assert batcher.estimated_wait_s(1) == pytest.approx(0.1)
-    batcher.reserve(12)  # alone: 1.2 s, but it has nothing better to wait for
-    batcher._release(12)
+    batcher.reserve(12).release()  # alone: 1.2 s, but it has nothing better to wait for
     batcher.reserve(4)
     batcher.reserve(6)
     with pytest.raises(QueueFullError) as refused:
@@ -190,25 +189,37 @@ def test_the_rate_follows_the_batches_weighted_by_their_time() -> None:
     assert rate.wait_s(50) == pytest.approx(50 / rate.images_per_s)
 
 
-def test_each_batch_is_reported_with_its_size_and_time() -> None:
+def test_each_batch_is_reported_with_its_time_end_to_end() -> None:
+    """On a fake clock: work comes in at t=10 to an idle queue, the forward pass moves the
+    clock by 1.5 s; the batch took 1.5 s, and the next, queued behind it, 1.5 s more."""
+    now = [10.0]
     reported: list[tuple[int, float]] = []
-    ticks = iter(range(1000))
+
+    def slow_doubler(payloads: list[int]) -> list[int]:
+        now[0] += 1.5
+        return doubler(payloads)
+
+    rate = ServiceRate(100.0, tau_s=1.0)
     batcher: Batcher[int, int] = Batcher(
-        doubler,
-        8,
-        0.2,
+        slow_doubler,
+        3,
+        0.0,
         max_pending=100,
         on_batch=lambda size, seconds: reported.append((size, seconds)),
-        clock=lambda: float(next(ticks)),  # each reading is one second later
+        close_when_idle=True,
+        rate=rate,
+        clock=lambda: now[0],
     )
-    batcher.start()
-    try:
-        with batcher.reserve(3) as slots:
-            assert [f.result(timeout=5) for f in slots.submit([1, 2, 3])] == [2, 4, 6]
-        assert batcher.drain(timeout=5)
-    finally:
-        batcher.stop(timeout=5)
-    assert reported == [(3, 1.0)]
+    with batcher.reserve(6) as slots:
+        futures = slots.submit([1, 2, 3, 4, 5, 6])  # two batches of 3, queued before the start
+        batcher.start()
+        try:
+            assert [f.result(timeout=5) for f in futures] == [2, 4, 6, 8, 10, 12]
+        finally:
+            batcher.stop(timeout=5)
+    assert reported == [(3, 1.5), (3, 1.5)]
+    w = 1 - math.exp(-1.5)
+    assert rate.images_per_s == pytest.approx(2.0 + (1 - w) ** 2 * 98.0)  # toward 3 / 1.5
 
 
 def test_images_from_different_requests_share_a_batch_and_keep_their_order(
