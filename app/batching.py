@@ -4,8 +4,12 @@
 
 A batch closes at `max_batch_size` images or `max_wait_s` after its first image (a monotonic
 deadline), whichever comes first, so images from concurrent requests share a forward pass.
-Admission is bounded: a `Reservation` holds slots for a request's images from before they are
-decoded until each is scored, and `reserve` refuses at once when the slots are gone. A batch
+Admission is bounded twice: a `Reservation` holds slots for a request's images from before they
+are decoded until each is scored, and `reserve` refuses at once (QueueFullError) when the slots
+are gone (a hard ceiling) or when, at the live `ServiceRate`, the images ahead of the request
+and its own would not be scored within `admit_within_s` (the deadline, less a margin). A slot is
+released before its result is delivered, so a caller that reserves again as soon as it has its
+answer finds the slot free. A batch
 that fails (CUDA out of memory, or any error) is split in halves and retried, down to single
 images, so one bad image fails only its own request. Nothing here knows about HTTP or torch
 models: `predict` is any function from a list of payloads to a list of results.
@@ -17,14 +21,15 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import torch
+
+from app.rate import ServiceRate
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,20 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+Clock = Callable[[], float]  # monotonic seconds
+
+
 class QueueFullError(Exception):
-    """No slots left for the images of this request."""
+    """No room for the images of this request: the slots are gone, or they would wait too long.
+
+    `wait_s` is the estimated wait with them admitted and `limit_s` the most allowed (both None
+    when the hard slot ceiling refused them).
+    """
+
+    def __init__(self, message: str, wait_s: float | None = None, limit_s: float | None = None):
+        super().__init__(message)
+        self.wait_s = wait_s
+        self.limit_s = limit_s
 
 
 class ShuttingDownError(Exception):
@@ -46,16 +63,33 @@ class Job(Generic[T, R]):
     future: Future[R] = field(default_factory=Future)
 
 
+Item = TypeVar("Item")
+
+
+class JobSource(Protocol[Item]):
+    """What batch collection needs of a queue (queue.SimpleQueue has it; tests script one)."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Item: ...
+
+    def get_nowait(self) -> Item: ...
+
+    def put(self, item: Item, block: bool = True, timeout: float | None = None) -> None: ...
+
+    def empty(self) -> bool: ...
+
+
 JobQueue = queue.SimpleQueue[Job[T, R] | None]  # None asks the worker to stop
 
 
 def collect_batch(
-    jobs: JobQueue[T, R],
+    jobs: JobSource[Job[T, R] | None],
     max_size: int,
     max_wait_s: float,
     nothing_coming: Callable[[int], bool] | None = None,
+    clock: Clock = time.monotonic,
 ) -> list[Job[T, R]]:
-    """Block for a first job, then take more until `max_size` or its deadline.
+    """Block for a first job, then take more until `max_size` or the monotonic deadline
+    clock() + max_wait_s set when the first job arrived.
 
     With `nothing_coming`, the batch also closes as soon as the queue is empty and
     `nothing_coming(len(batch))` says no other admitted image is on its way, so a lone request
@@ -66,11 +100,11 @@ def collect_batch(
     if first is None:
         return []
     batch = [first]
-    deadline = time.monotonic() + max_wait_s
+    deadline = clock() + max_wait_s
     while len(batch) < max_size:
         if nothing_coming is not None and jobs.empty() and nothing_coming(len(batch)):
             break
-        remaining = deadline - time.monotonic()
+        remaining = deadline - clock()
         try:
             job = jobs.get(timeout=remaining) if remaining > 0 else jobs.get_nowait()
         except queue.Empty:
@@ -100,8 +134,13 @@ class Reservation(Generic[T, R]):
         self._unsubmitted -= len(payloads)
         return self._batcher._enqueue(payloads)
 
+    def extend(self, count: int) -> None:
+        """Reserve `count` more slots, under the same rules as `Batcher.reserve`."""
+        self._batcher._admit(count)
+        self._unsubmitted += count
+
     def release(self) -> None:
-        self._batcher._release(self._unsubmitted)
+        self._batcher._release(self._unsubmitted, scored=False)
         self._unsubmitted = 0
 
     def __enter__(self) -> Reservation[T, R]:
@@ -125,22 +164,34 @@ class Batcher(Generic[T, R]):
         max_batch_size: int,
         max_wait_s: float,
         max_pending: int,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
         name: str = "batcher",
         close_when_idle: bool = False,
+        rate: ServiceRate | None = None,
+        admit_within_s: float | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
+        """`on_batch(images, seconds)` is called after each batch that ran (seconds: end to end,
+        see `_observe`); with `rate` and
+        `admit_within_s`, a request is admitted only when `rate` says its images are scored
+        within that many seconds (or the queue is empty: the best it can ever get)."""
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_pending = max_pending
         self._on_batch = on_batch
         self.close_when_idle = close_when_idle
+        self.rate = rate
+        self.admit_within_s = admit_within_s
+        self._clock = clock
         self._jobs: JobQueue[T, R] = queue.SimpleQueue()
         self._pending = 0  # reserved slots: images admitted and not yet scored
+        self._queued = 0  # images submitted (decoded) and not yet scored
+        self._busy_since = 0.0  # when _queued last went from 0 to more
+        self._last_end = 0.0  # when the last batch ended
         self._accepting = True
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self.recent_batch_sizes: deque[int] = deque(maxlen=1000)  # for debugging and tests
 
     @property
     def pending(self) -> int:
@@ -160,10 +211,17 @@ class Batcher(Generic[T, R]):
 
     def reserve(self, count: int) -> Reservation[T, R]:
         """Admit `count` images or refuse at once (QueueFullError, ShuttingDownError)."""
+        self._admit(count)
+        return Reservation(self, count)
+
+    def estimated_wait_s(self, count: int = 1) -> float | None:
+        """Seconds until `count` more images would be scored now (None without a rate)."""
+        return None if self.rate is None else (self._pending + count) / self.current_rate()
+
+    def _admit(self, count: int) -> None:
         with self._changed:
             self._check(count)
             self._pending += count
-        return Reservation(self, count)
 
     def _check(self, count: int) -> None:
         if not self._accepting:
@@ -172,6 +230,18 @@ class Batcher(Generic[T, R]):
             raise QueueFullError(
                 f"{self._pending} images are queued; {count} more would exceed "
                 f"the bound of {self.max_pending}"
+            )
+        if self.rate is None or self.admit_within_s is None or self._pending == 0:
+            return
+        rate = self.current_rate()
+        wait = (self._pending + count) / rate
+        if wait > self.admit_within_s:
+            raise QueueFullError(
+                f"{self._pending} images are queued; at {rate:.1f} images/s "
+                f"{count} more would be scored in about {wait:.2f} s, over the "
+                f"{self.admit_within_s:.2f} s admission limit",
+                wait_s=wait,
+                limit_s=self.admit_within_s,
             )
 
     def close(self) -> None:
@@ -195,15 +265,34 @@ class Batcher(Generic[T, R]):
 
     def _enqueue(self, payloads: Sequence[T]) -> list[Future[R]]:
         jobs: list[Job[T, R]] = [Job(payload) for payload in payloads]
+        with self._changed:
+            if self._queued == 0:
+                self._busy_since = self._clock()
+            self._queued += len(jobs)
         for job in jobs:
             self._jobs.put(job)
         return [job.future for job in jobs]
 
-    def _release(self, count: int) -> None:
+    def _release(self, count: int, scored: bool = True) -> None:
+        """Give back `count` slots: of images scored (or skipped), or never submitted."""
         if count:
             with self._changed:
                 self._pending -= count
+                if scored:
+                    self._queued -= count
                 self._changed.notify_all()
+
+    def current_rate(self) -> float:
+        """The rate, lowered while the worker has gone longer without finishing a batch than
+        the rate allows: the next batch brings at most max_batch_size images, so over that
+        time the path delivers at most max_batch_size / elapsed (a stalled or starved machine
+        shows at once, not after its batch ends)."""
+        assert self.rate is not None
+        rate = self.rate.images_per_s
+        if self._queued == 0:
+            return rate
+        elapsed = self._clock() - max(self._last_end, self._busy_since)
+        return min(rate, self.max_batch_size / elapsed) if elapsed > 0 else rate
 
     def _work(self) -> None:
         while True:
@@ -212,6 +301,7 @@ class Batcher(Generic[T, R]):
                 self.max_batch_size,
                 self.max_wait_s,
                 self._nothing_coming if self.close_when_idle else None,
+                self._clock,
             )
             if not batch:
                 return
@@ -219,10 +309,21 @@ class Batcher(Generic[T, R]):
             live = [job for job in batch if job.future.set_running_or_notify_cancel()]
             self._release(len(batch) - len(live))
             if live:
-                self.recent_batch_sizes.append(len(live))
-                if self._on_batch is not None:
-                    self._on_batch(len(live))
                 self._run(live)
+                self._observe(len(live))
+
+    def _observe(self, images: int) -> None:
+        """Report the batch, and fold into the rate the wall time it took *end to end*: since
+        the previous batch ended, or since work came in when there was none. So the rate is
+        what the whole path delivers (uploads, decoding and the forward pass sharing the
+        machine), not the forward pass alone, and an idle queue does not count against it."""
+        end = self._clock()
+        seconds = end - max(self._last_end, self._busy_since)
+        self._last_end = end
+        if self.rate is not None:
+            self.rate.observe(images, seconds)
+        if self._on_batch is not None:
+            self._on_batch(images, seconds)
 
     def _nothing_coming(self, collected: int) -> bool:
         # Every earlier batch is finished, so pending = this batch + queued + still decoding.
@@ -237,15 +338,15 @@ class Batcher(Generic[T, R]):
             self._recover(jobs, exc)
             return
         for job, result in zip(jobs, results, strict=True):
+            self._release(1)  # first: whoever waits on the result may reserve again at once
             job.future.set_result(result)
-            self._release(1)
 
     def _recover(self, jobs: list[Job[T, R]], exc: Exception) -> None:
         if len(jobs) == 1:
             if not is_out_of_memory(exc):
                 log.error("predict failed on one image", exc_info=exc)
-            jobs[0].future.set_exception(exc)
             self._release(1)
+            jobs[0].future.set_exception(exc)
             return
         if is_out_of_memory(exc):
             log.warning("out of memory on a batch of %d; splitting it", len(jobs))

@@ -8,8 +8,9 @@ from fastapi import Depends, Request
 
 from app.errors import ApiError
 from app.metrics import Metrics
-from app.service import Service
+from app.service import Admission, Service
 from app.settings import Settings
+from app.uploads import ADMISSION
 
 
 def get_settings(request: Request) -> Settings:
@@ -35,6 +36,16 @@ def get_service(request: Request) -> Service:
     return service
 
 
+def get_admission(request: Request) -> Admission:
+    """The request's admission, made by `app.uploads.UploadRoute` before its body was read."""
+    admission: Admission | None = request.scope.get(ADMISSION)
+    if admission is None:
+        get_service(request)  # 503 not_ready: the only way an upload route has none
+        raise RuntimeError("an upload route without an admission: is its route_class UploadRoute?")
+    return admission
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServiceDep = Annotated[Service, Depends(get_service)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]

@@ -1,4 +1,7 @@
-"""Client errors as one JSON shape: {"error": {"code", "message", "accepted"?}}.
+"""Every error as one JSON shape: {"error": {"code", "message", "accepted"}}.
+
+`accepted` is always there: the accepted image formats for errors about an upload (and for a
+422 on a route that takes uploads), null otherwise.
 
 Deliberate refusals (bad image, too large, unknown id, overloaded) are `ApiError`s; they are
 logged with their reason and counted in the `viraliency_rejections_total` metric. Anything else
@@ -39,10 +42,8 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str, accepted: Sequence[str] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if accepted is not None:
-        error["accepted"] = list(accepted)
-    return {"error": error}
+    listed = list(accepted) if accepted is not None else None
+    return {"error": {"code": code, "message": message, "accepted": listed}}
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -78,7 +79,9 @@ def _describe_validation(errors: Sequence[Any]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    error = ApiError(422, "invalid_request", _describe_validation(exc.errors()))
+    # A route that takes uploads (app.uploads.UploadRoute) names the formats it accepts.
+    accepted = getattr(request.scope.get("route"), "accepted_formats", None)
+    error = ApiError(422, "invalid_request", _describe_validation(exc.errors()), accepted)
     return await _api_error(request, error)
 
 

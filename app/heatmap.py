@@ -1,12 +1,21 @@
-"""Viraliency maps as pictures: pure functions, arrays in, uint8 images or bytes out."""
+"""Viraliency maps as pictures: pure functions, arrays in, uint8 images or bytes out; and
+`draw`, the blocking job behind GET and POST /heatmap (decode the photo, render, encode).
+
+A heatmap is drawn at most DEFAULT_MAX_SIDE pixels on its longer side unless the request's
+max_side says otherwise: a 12-megapixel photo's full-size PNG is ~18 MB of mostly smooth colour.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+from app.images import decode
+from app.store import StoredImage
 
 # OpenCV's colormaps by their lower-case names: jet, inferno, turbo, viridis, ...
 COLORMAPS: dict[str, int] = {
@@ -17,6 +26,18 @@ COLORMAPS: dict[str, int] = {
 
 ImageFormat = Literal["png", "jpeg"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg"}
+DEFAULT_MAX_SIDE = 1600
+
+
+@dataclass(frozen=True)
+class HeatmapOptions:
+    """How to draw a heatmap."""
+
+    alpha: float = 0.5
+    colormap: str = "jet"
+    image_format: ImageFormat = "png"
+    mode: Literal["overlay", "map"] = "overlay"
+    max_side: int = DEFAULT_MAX_SIDE
 
 
 def upsample(viraliency: NDArray[np.float32], width: int, height: int) -> NDArray[np.float32]:
@@ -67,3 +88,30 @@ def encode(rgb: NDArray[np.uint8], image_format: ImageFormat, jpeg_quality: int 
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {image_format}")
     return buffer.tobytes()
+
+
+def drawn_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The image's size, scaled down to fit max_side x max_side (keeping its aspect ratio)."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes:
+    """Blocking: decode the photo again (unless mode=map), render, encode."""
+    width, height = drawn_size(stored.width, stored.height, options.max_side)
+    photo = None if options.mode == "map" else decode(stored.upload, "stored image", max_pixels)
+    if photo is not None and (width, height) != (stored.width, stored.height):
+        photo = np.asarray(
+            cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8
+        )
+    rgb = render(
+        stored.viraliency,
+        width,
+        height,
+        photo=photo,
+        colormap=options.colormap,
+        alpha=options.alpha,
+    )
+    return encode(rgb, options.image_format)

@@ -35,6 +35,39 @@ class Metrics:
             "Images admitted and not yet scored.",
             registry=self.registry,
         )
+        self.admitted = Counter(
+            "viraliency_admitted_requests",
+            "Requests admitted to the queue (each is answered, within its deadline if the "
+            "estimate holds).",
+            registry=self.registry,
+        )
+        self.service_rate = Gauge(
+            "viraliency_service_rate_images_per_second",
+            "Live estimate of the images/s the device scores (EWMA over busy time; the warm-up "
+            "rate before the first batch).",
+            registry=self.registry,
+        )
+        self.estimated_wait = Gauge(
+            "viraliency_estimated_wait_seconds",
+            "Estimated time until one more image would be scored: (queued images + 1) / rate.",
+            registry=self.registry,
+        )
+        self.admission_limit = Gauge(
+            "viraliency_admission_limit_seconds",
+            "Longest estimated wait a request is admitted with: (1 - deadline_margin) x "
+            "request_deadline_s.",
+            registry=self.registry,
+        )
+        self.queued_bytes = Gauge(
+            "viraliency_queued_upload_bytes",
+            "Upload bytes held by admitted requests (at most max_queued_bytes).",
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "viraliency_client_disconnects",
+            "Requests whose client went away before its body was received (not client errors).",
+            registry=self.registry,
+        )
         self.renders_in_flight = Gauge(
             "viraliency_renders_in_flight",
             "Heatmaps and region maps being drawn (at most max_concurrent_renders).",

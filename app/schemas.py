@@ -126,6 +126,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     meaning = {
         400: "Empty, corrupt or truncated upload.",
         404: "Unknown or expired image_id.",
+        408: "The request body did not arrive within VIRALIENCY_BODY_TIMEOUT_S.",
         413: "Upload, pixel count or number of images over the limit.",
         415: "Not an image in an accepted format.",
         422: "Missing or invalid field or parameter.",

@@ -1,11 +1,14 @@
-"""The scoring pipeline behind every route: decode -> batch -> predict -> unbatch -> keep.
+"""The scoring pipeline behind every route, as named stages:
 
-    uploads --(thread pool)--> Prepared --(Batcher, one worker thread)--> Prediction
+    admit -> decode -> batch -> forward -> unbatch -> respond
+    reserve  (thread pool)  (Batcher queue)  (worker thread)  (score, percentile, keep)  (route)
 
-`Service` owns the engine, the batcher, the decoding pool and the heatmap store; the lifespan
-starts it (load, warm up) and stops it (refuse new work, finish what was admitted). A route
-reserves queue slots with `admit` before it reads any upload into memory, then scores them
-through the `Admission`; drawing heatmaps goes through `render`, bounded apart from scoring.
+`Service` owns the engine, the batcher and its live `ServiceRate`, the upload byte budget, the
+decoding pool and the heatmap store; the lifespan starts it (load, warm up: the first rate) and
+stops it (refuse new work, finish what was admitted). `app.uploads.UploadRoute` admits a request
+(`reserve`, 503 at once when its images would not be scored within the deadline) before its
+body is read; the route then scores its uploads through the `Admission`. Drawing goes through
+`render`, bounded apart from scoring. Nothing here knows a route's name.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,10 +26,12 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from app.batching import Batcher, QueueFullError, Reservation, ShuttingDownError
+from app.budget import BudgetExceededError, ByteBudget
 from app.engine import Engine, Prediction, ViraliencyMap
 from app.errors import ApiError
 from app.images import Prepared, prepare
 from app.metrics import Metrics
+from app.rate import ServiceRate
 from app.settings import Settings
 from app.store import HeatmapStore, StoredImage
 
@@ -73,27 +79,50 @@ class RenderSlots:
 
 
 class Admission:
-    """One request's reserved queue slots, inside its deadline: decode, batch, unbatch, keep."""
+    """One request's reserved queue slots: its stages decode -> batch -> unbatch.
+
+    (admit happens before: `Service.reserve`; forward runs on the batcher's worker thread;
+    respond is the route's.)
+    """
 
     def __init__(self, service: Service, reservation: Reservation[Prepared, Prediction]) -> None:
         self._service = service
         self._reservation = reservation
+        self.settings = service.settings
 
     async def score(self, uploads: Sequence[Upload], keep: bool = True) -> list[Scored]:
         """Score uploads in order; keep=True keeps them for GET /heatmap and GET /regions."""
-        service = self._service
-        prepared = await service.prepare_all(uploads)
-        futures = self._reservation.submit([item for _, item in prepared])
-        predictions = await asyncio.gather(*map(asyncio.wrap_future, futures))
+        prepared = await self.decode(uploads)
+        predictions = await self.batch([item for _, item in prepared])
+        return self.unbatch(uploads, prepared, predictions, keep)
+
+    async def decode(self, uploads: Sequence[Upload]) -> list[tuple[str, Prepared]]:
+        """Decode every upload in the pool; a bad one fails the request, the first by position."""
+        return await self._service.prepare_all(uploads)
+
+    async def batch(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+        """Queue the images for the batcher's worker (forward) and wait for each one's result."""
+        futures = self._reservation.submit(prepared)
+        return list(await asyncio.gather(*map(asyncio.wrap_future, futures)))
+
+    def unbatch(
+        self,
+        uploads: Sequence[Upload],
+        prepared: Sequence[tuple[str, Prepared]],
+        predictions: Sequence[Prediction],
+        keep: bool,
+    ) -> list[Scored]:
+        """Per image: its score, percentile and map, kept for later drawing when asked."""
+        engine = self._service.engine
         return [
             Scored(
                 image_id,
                 prediction.score,
-                service.engine.percentile(prediction.score),
+                engine.percentile(prediction.score),
                 item.width,
                 item.height,
                 prediction.viraliency,
-                kept=keep and service.keep(upload, image_id, item, prediction),
+                kept=keep and self._service.keep(upload, image_id, item, prediction),
             )
             for upload, (image_id, item), prediction in zip(
                 uploads, prepared, predictions, strict=True
@@ -108,19 +137,25 @@ def _prepare_upload(upload: Upload, max_pixels: int, size: int) -> tuple[str, Pr
 
 
 class Service:
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, metrics: Metrics, warm_rate: float
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
+        self.rate = ServiceRate(warm_rate)
         self.batcher: Batcher[Prepared, Prediction] = Batcher(
-            self._predict,
+            self.forward,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_pending=settings.max_queued_images,
-            on_batch=metrics.batch_size.observe,
+            on_batch=lambda images, _: metrics.batch_size.observe(images),
             name=f"batcher-{engine.device}",
             close_when_idle=settings.batch_close_when_idle,
+            rate=self.rate,
+            admit_within_s=settings.admission_limit_s,
         )
+        self.upload_bytes = ByteBudget(settings.max_queued_bytes)
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.store = HeatmapStore(
             settings.heatmap_store_max_items,
@@ -129,7 +164,12 @@ class Service:
         )
         self.render_slots = RenderSlots(settings.max_concurrent_renders)
         self.ready = False
+        self.admitted = 0  # requests admitted since start (logged at stop)
         metrics.queue_depth.set_function(lambda: self.batcher.pending)
+        metrics.service_rate.set_function(self.batcher.current_rate)
+        metrics.estimated_wait.set_function(lambda: self.batcher.estimated_wait_s(1) or 0.0)
+        metrics.admission_limit.set(settings.admission_limit_s)
+        metrics.queued_bytes.set_function(lambda: self.upload_bytes.held)
         metrics.renders_in_flight.set_function(lambda: self.render_slots.in_use)
         metrics.heatmap_store_items.set_function(lambda: len(self.store))
         metrics.heatmap_store_bytes.set_function(lambda: self.store.nbytes)
@@ -138,8 +178,8 @@ class Service:
     async def start(cls, settings: Settings, metrics: Metrics) -> Service:
         """Load the checkpoint and warm it up, off the event loop; then admit requests."""
         engine = await asyncio.to_thread(Engine.load, settings.checkpoint, settings.device)
-        await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
-        service = cls(settings, engine, metrics)
+        warm_rate = await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
+        service = cls(settings, engine, metrics, warm_rate)
         service.batcher.start()
         service.ready = True
         return service
@@ -151,9 +191,13 @@ class Service:
         log.info("draining", extra={"event": "draining", "pending": self.batcher.pending})
         drained = await asyncio.to_thread(self.batcher.stop, self.settings.shutdown_timeout_s)
         await asyncio.to_thread(self.decoder.shutdown, wait=True, cancel_futures=True)
-        log.info("stopped", extra={"event": "stopped", "drained": drained})
+        log.info(
+            "stopped",
+            extra={"event": "stopped", "drained": drained, "admitted_requests": self.admitted},
+        )
 
-    def _predict(self, prepared: list[Prepared]) -> list[Prediction]:
+    def forward(self, prepared: list[Prepared]) -> list[Prediction]:
+        """The forward stage, on the batcher's worker thread: one batch through the network."""
         return self.engine.predict([p.pixels for p in prepared])
 
     async def in_pool(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -161,19 +205,43 @@ class Service:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decoder, lambda: fn(*args, **kwargs))
 
-    def _refusal(self, exc: QueueFullError | ShuttingDownError) -> ApiError:
-        retry = {"Retry-After": str(self.settings.retry_after_s)}
-        if isinstance(exc, QueueFullError):
-            return ApiError(503, "queue_full", f"overloaded: {exc}; retry later", headers=retry)
-        message = "the service is shutting down; retry on another instance"
-        return ApiError(503, "shutting_down", message, headers=retry)
+    def refusal(self, exc: QueueFullError | ShuttingDownError | BudgetExceededError) -> ApiError:
+        """503 for a request that cannot be admitted now, with when to try again."""
+        if isinstance(exc, ShuttingDownError):
+            message = "the service is shutting down; retry on another instance"
+            retry = self.settings.retry_after_s
+            return ApiError(503, "shutting_down", message, headers={"Retry-After": str(retry)})
+        if isinstance(exc, QueueFullError) and exc.wait_s is not None and exc.limit_s is not None:
+            # The queue must drain by the excess before this request would fit.
+            retry = max(1, math.ceil(exc.wait_s - exc.limit_s))
+            message = (
+                f"overloaded: estimated wait {exc.wait_s:.2f} s vs the deadline of "
+                f"{self.settings.request_deadline_s:g} s ({exc}); retry after {retry} s"
+            )
+        else:
+            retry = max(1, math.ceil(self.batcher.estimated_wait_s(0) or 0.0))
+            message = f"overloaded: {exc}; retry after {retry} s"
+        return ApiError(503, "queue_full", message, headers={"Retry-After": str(retry)})
 
-    def check_room(self, count: int) -> None:
-        """503 at once when `count` images could not be admitted now (nothing is reserved)."""
+    def reserve(self, count: int) -> Reservation[Prepared, Prediction]:
+        """The admit stage: queue slots for `count` images, or 503 at once (see `refusal`)."""
         try:
-            self.batcher.check(count)
+            return self.batcher.reserve(count)
         except (QueueFullError, ShuttingDownError) as exc:
-            raise self._refusal(exc) from None
+            raise self.refusal(exc) from None
+
+    def admission(self, reservation: Reservation[Prepared, Prediction]) -> Admission:
+        """A request holding slots for all its images: from here on it is owed an answer."""
+        self.admitted += 1
+        self.metrics.admitted.inc()
+        return Admission(self, reservation)
+
+    def extend(self, reservation: Reservation[Prepared, Prediction], count: int) -> None:
+        """`count` more slots for an admitted request, or 503 at once."""
+        try:
+            reservation.extend(count)
+        except (QueueFullError, ShuttingDownError) as exc:
+            raise self.refusal(exc) from None
 
     @asynccontextmanager
     async def deadline(self) -> AsyncIterator[None]:
@@ -191,27 +259,15 @@ class Service:
                 504,
                 "deadline_exceeded",
                 f"not answered within the {self.settings.request_deadline_s:g} s deadline "
-                f"(waited {waited:.3f} s); the service is overloaded, retry later",
+                f"(waited {waited:.3f} s); retry later",
             ) from None
-
-    @asynccontextmanager
-    async def admit(self, count: int) -> AsyncIterator[Admission]:
-        """Reserve queue slots for `count` images (503 when full) before their bytes are read;
-        the deadline covers the whole block, and slots left unused are released on any exit."""
-        async with self.deadline():
-            try:
-                reservation = self.batcher.reserve(count)
-            except (QueueFullError, ShuttingDownError) as exc:
-                raise self._refusal(exc) from None
-            with reservation:
-                yield Admission(self, reservation)
 
     def _render_busy(self) -> ApiError:
         return ApiError(
             503,
             "render_busy",
-            f"{self.settings.max_concurrent_renders} heatmaps or region maps are being drawn, "
-            "the most at once; retry later, or ask for a smaller one with max_side",
+            f"{self.settings.max_concurrent_renders} drawings are in progress, the most at once "
+            "(VIRALIENCY_MAX_CONCURRENT_RENDERS); retry later, or ask for a smaller one",
             headers={"Retry-After": str(self.settings.retry_after_s)},
         )
 
@@ -253,12 +309,12 @@ class Service:
     def keep(
         self, upload: Upload, image_id: str, prepared: Prepared, prediction: Prediction
     ) -> bool:
-        """Keep a scored image for GET /heatmap and /regions; False when it alone is too big."""
+        """Keep a scored image for later drawing; False when it alone is too big for the store."""
         stored = StoredImage(upload.data, prediction.viraliency, prepared.width, prepared.height)
         if self.store.put(image_id, stored):
             return True
         log.info(
-            "not kept for /heatmap",
+            "not kept",
             extra={
                 "event": "not_kept",
                 "image_id": image_id,
@@ -268,14 +324,6 @@ class Service:
         )
         return False
 
-    def stored(self, image_id: str) -> StoredImage:
-        entry = self.store.get(image_id)
-        if entry is None:
-            raise ApiError(
-                404,
-                "unknown_image_id",
-                f"no recently scored image has id {image_id!r}: ids are kept for "
-                f"{self.settings.heatmap_ttl_s:g} s after POST /score (and while the store has "
-                "room); score the image again, or POST it to /heatmap directly",
-            )
-        return entry
+    def stored(self, image_id: str) -> StoredImage | None:
+        """A kept image, or None when it is unknown or expired."""
+        return self.store.get(image_id)

@@ -42,10 +42,29 @@ class Settings(BaseSettings):
         "being decoded: a lone request skips max_wait_ms.",
     )
     max_queued_images: int = Field(
-        default=1024, ge=1, description="Images admitted and not yet scored; beyond it: 503."
+        default=1024,
+        ge=1,
+        description="Images admitted and not yet scored, a hard ceiling; beyond it: 503.",
     )
     request_deadline_s: float = Field(
         default=10.0, gt=0, description="A request not scored within this time gets 504."
+    )
+    deadline_margin: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="Share of request_deadline_s kept free for what the wait estimate misses: "
+        "a request is admitted only when its images are estimated to be scored within "
+        "(1 - deadline_margin) x request_deadline_s; beyond it: 503 with Retry-After.",
+    )
+    max_queued_bytes: int = Field(
+        default=512 * 2**20,
+        ge=1,
+        description="Upload bytes admitted requests may hold in memory together, counted as "
+        "bodies arrive; beyond it: 503. A request that could never fit: 413.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="A request body not received within this time: 408."
     )
     max_upload_bytes: int = Field(
         default=20 * 2**20, ge=1, description="Largest file per upload: 413."
@@ -75,7 +94,12 @@ class Settings(BaseSettings):
         "than decode_threads (and must stay below it), so scoring always keeps a decoding "
         "thread; with a single decoding thread, drawings and scoring share it.",
     )
-    retry_after_s: int = Field(default=1, ge=0, description="Retry-After header on 503 answers.")
+    retry_after_s: int = Field(
+        default=1,
+        ge=0,
+        description="Retry-After header on 503 answers other than queue_full (which sets it "
+        "from the estimated wait).",
+    )
     shutdown_timeout_s: float = Field(
         default=30.0, ge=0, description="Longest wait on shutdown for accepted images to be scored."
     )
@@ -87,6 +111,11 @@ class Settings(BaseSettings):
         default="info", description="Log level of the JSON-lines log on stderr."
     )
 
+    @property
+    def admission_limit_s(self) -> float:
+        """The longest estimated wait a request is admitted with."""
+        return (1.0 - self.deadline_margin) * self.request_deadline_s
+
     @model_validator(mode="after")
     def _requests_fit_in_the_queue(self) -> Settings:
         if self.max_images_per_request > self.max_queued_images:
@@ -95,6 +124,12 @@ class Settings(BaseSettings):
                 f"max_queued_images ({self.max_queued_images}): such a request could never be "
                 "admitted. Lower VIRALIENCY_MAX_IMAGES_PER_REQUEST or raise "
                 "VIRALIENCY_MAX_QUEUED_IMAGES."
+            )
+        if self.max_upload_bytes > self.max_queued_bytes:
+            raise ValueError(
+                f"max_upload_bytes ({self.max_upload_bytes}) is larger than max_queued_bytes "
+                f"({self.max_queued_bytes}): such a file could never be admitted. Lower "
+                "VIRALIENCY_MAX_UPLOAD_BYTES or raise VIRALIENCY_MAX_QUEUED_BYTES."
             )
         if 1 < self.decode_threads <= self.max_concurrent_renders:
             raise ValueError(

@@ -4,7 +4,7 @@ Issue 4's target: at concurrency 1, the queue adds at most 2 ms to the latency o
 forward. This measures exactly that, in one process and without HTTP, side by side:
 
   direct   prepare(jpeg) then engine.predict([pixels]), on the calling thread
-  service  Service.admit(1) + Admission.score([upload]): the decode pool, the batcher's queue
+  service  Service.reserve(1) + Admission.score([upload]): the decode pool, the batcher's queue
            and worker thread, the futures back to asyncio (what every route goes through)
 
 once with VIRALIENCY_BATCH_CLOSE_WHEN_IDLE=false (a batch waits up to max_wait_ms for company)
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.images import prepare
 from app.metrics import Metrics
-from app.service import Service, Upload
+from app.service import Admission, Service, Upload
 from app.settings import Settings
 from bench.load import make_jpegs
 
@@ -45,7 +45,8 @@ async def measure(settings: Settings, jpegs: list[bytes], requests: int) -> dict
             engine.predict([prepare(data, "bench", settings.max_pixels, engine.input_size).pixels])
             direct = time.perf_counter() - started
             started = time.perf_counter()
-            async with service.admit(1) as admission:
+            with service.reserve(1) as reservation:
+                admission = Admission(service, reservation)
                 await admission.score([Upload("bench", data)], keep=False)
             through = time.perf_counter() - started
             if i >= 5:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 
-from app.deps import ServiceDep
+from app.deps import AdmissionDep
 from app.routers.entries import score_entry
 from app.schemas import CompareResponse, error_responses, upload_body
 from app.uploads import UploadRoute, read_upload
@@ -25,23 +25,22 @@ def sigmoid(x: float) -> float:
 
 @router.post(
     "/compare",
-    responses=error_responses(400, 413, 415, 422, 503, 504),
+    responses=error_responses(400, 408, 413, 415, 422, 503, 504),
     summary="Compare two images",
     openapi_extra=upload_body("/compare", {"image_a": "cat.jpg", "image_b": "beach.png"}),
 )
 async def compare(
     image_a: Annotated[UploadFile, File(description="The first image.")],
     image_b: Annotated[UploadFile, File(description="The second image.")],
-    service: ServiceDep,
+    admission: AdmissionDep,
     request: Request,
 ) -> CompareResponse:
     """probability_a_more_viral = sigmoid(s(a) - s(b)); both images go through one batch."""
-    async with service.admit(2) as admission:
-        uploads = [
-            await read_upload(image_a, "image_a", service.settings),
-            await read_upload(image_b, "image_b", service.settings),
-        ]
-        a, b = await admission.score(uploads)
+    uploads = [
+        await read_upload(image_a, "image_a", admission.settings),
+        await read_upload(image_b, "image_b", admission.settings),
+    ]
+    a, b = await admission.score(uploads)
     return CompareResponse(
         probability_a_more_viral=sigmoid(a.score - b.score),
         winner="a" if a.score >= b.score else "b",

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-import cv2
-import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 from pydantic import BeforeValidator
 
-from app.deps import ServiceDep
-from app.heatmap import COLORMAPS, MEDIA_TYPES, ImageFormat, encode, render
-from app.images import decode
+from app.deps import AdmissionDep, ServiceDep
+from app.errors import ApiError
+from app.heatmap import COLORMAPS, DEFAULT_MAX_SIDE, MEDIA_TYPES, HeatmapOptions, draw
 from app.schemas import EXAMPLE_ID, error_responses, upload_body
+from app.service import Service
 from app.store import StoredImage
 from app.uploads import UploadRoute, read_upload
 
@@ -54,20 +52,10 @@ IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
                 }
             },
         },
-        "description": "The heatmap, at the image's own size (or within max_side).",
+        "description": "The heatmap, at the image's own size within max_side (default "
+        f"{DEFAULT_MAX_SIDE}).",
     }
 }
-
-
-@dataclass(frozen=True)
-class HeatmapOptions:
-    """How to draw a heatmap."""
-
-    alpha: float = 0.5
-    colormap: str = "jet"
-    image_format: ImageFormat = "png"
-    mode: Literal["overlay", "map"] = "overlay"
-    max_side: int | None = None
 
 
 def heatmap_options(
@@ -92,14 +80,14 @@ def heatmap_options(
         ),
     ] = "overlay",
     max_side: Annotated[
-        int | None,
+        int,
         Query(
             ge=16,
             description="Scale the heatmap down so its longer side is at most this many pixels "
-            "(default: the image's own size).",
+            f"(default {DEFAULT_MAX_SIDE}; larger than the image's own sides: its own size).",
             examples=[1024],
         ),
-    ] = None,
+    ] = DEFAULT_MAX_SIDE,
 ) -> HeatmapOptions:
     """The query parameters shared by GET and POST /heatmap."""
     return HeatmapOptions(alpha, colormap.value, image_format, mode, max_side)
@@ -108,31 +96,18 @@ def heatmap_options(
 Options = Annotated[HeatmapOptions, Depends(heatmap_options)]
 
 
-def drawn_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """The image's size, scaled down to fit max_side x max_side (keeping its aspect ratio)."""
-    if max_side is None or max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes:
-    """Blocking: decode the photo again (unless mode=map), render, encode."""
-    width, height = drawn_size(stored.width, stored.height, options.max_side)
-    photo = None if options.mode == "map" else decode(stored.upload, "stored image", max_pixels)
-    if photo is not None and (width, height) != (stored.width, stored.height):
-        photo = np.asarray(
-            cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8
+def stored_or_404(service: Service, image_id: str) -> StoredImage:
+    """The kept image with this id, or 404 unknown_image_id."""
+    entry = service.stored(image_id)
+    if entry is None:
+        raise ApiError(
+            404,
+            "unknown_image_id",
+            f"no recently scored image has id {image_id!r}: ids are kept for "
+            f"{service.settings.heatmap_ttl_s:g} s after POST /score (and while the store has "
+            "room); score the image again, or POST it to /heatmap directly",
         )
-    rgb = render(
-        stored.viraliency,
-        width,
-        height,
-        photo=photo,
-        colormap=options.colormap,
-        alpha=options.alpha,
-    )
-    return encode(rgb, options.image_format)
+    return entry
 
 
 @router.get(
@@ -143,7 +118,7 @@ def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes
 )
 async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) -> Response:
     """The viraliency map (eq. 7) upsampled to the image's size, blended over it by default."""
-    stored = service.stored(image_id)
+    stored = stored_or_404(service, image_id)
     body = await service.render(draw, stored, options, service.settings.max_pixels)
     return Response(body, media_type=MEDIA_TYPES[options.image_format])
 
@@ -151,7 +126,7 @@ async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) 
 @router.post(
     "/heatmap",
     response_class=Response,
-    responses={**IMAGE_RESPONSE, **error_responses(400, 413, 415, 422, 503, 504)},
+    responses={**IMAGE_RESPONSE, **error_responses(400, 408, 413, 415, 422, 503, 504)},
     summary="Heatmap of an uploaded image (nothing is kept)",
     openapi_extra=upload_body("/heatmap", {"image": "beach.jpg"}),
 )
@@ -159,13 +134,13 @@ async def post_heatmap(
     image: Annotated[UploadFile, File(description="The image.")],
     options: Options,
     service: ServiceDep,
+    admission: AdmissionDep,
 ) -> Response:
     """Scores the upload and answers its heatmap directly; the score and id come as headers."""
     service.check_render_room()  # before a forward pass that could only end in render_busy
-    async with service.admit(1) as admission:
-        upload = await read_upload(image, "image", service.settings)
-        (scored,) = await admission.score([upload], keep=False)
-        stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
-        body = await service.render(draw, stored, options, service.settings.max_pixels)
+    upload = await read_upload(image, "image", service.settings)
+    (scored,) = await admission.score([upload], keep=False)
+    stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
+    body = await service.render(draw, stored, options, service.settings.max_pixels)
     headers = {"X-Image-Id": scored.image_id, "X-Viraliency-Score": f"{scored.score:.6g}"}
     return Response(body, media_type=MEDIA_TYPES[options.image_format], headers=headers)

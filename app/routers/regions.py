@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from app.deps import ServiceDep
+from app.deps import AdmissionDep, ServiceDep
 from app.regions import salient_regions
-from app.routers.heatmap import ImageId
+from app.routers.heatmap import ImageId, stored_or_404
 from app.schemas import RegionBox, RegionsResponse, error_responses, upload_body
 from app.store import StoredImage
 from app.uploads import UploadRoute, read_upload
@@ -50,25 +50,26 @@ async def get_regions(
     image_id: ImageId, service: ServiceDep, threshold: Threshold = 0.2, max_regions: MaxRegions = 10
 ) -> RegionsResponse:
     """Boxes around the parts of a recently scored image's map above threshold x its maximum."""
-    return await _regions(service, image_id, service.stored(image_id), threshold, max_regions)
+    stored = stored_or_404(service, image_id)
+    return await _regions(service, image_id, stored, threshold, max_regions)
 
 
 @router.post(
     "/regions",
-    responses=error_responses(400, 413, 415, 422, 503, 504),
+    responses=error_responses(400, 408, 413, 415, 422, 503, 504),
     summary="Salient regions of an upload",
     openapi_extra=upload_body("/regions", {"image": "beach.jpg"}),
 )
 async def post_regions(
     image: Annotated[UploadFile, File(description="The image.")],
     service: ServiceDep,
+    admission: AdmissionDep,
     threshold: Threshold = 0.2,
     max_regions: MaxRegions = 10,
 ) -> RegionsResponse:
     """Scores the upload, keeps it like /score does, and answers its salient regions."""
     service.check_render_room()  # before a forward pass that could only end in render_busy
-    async with service.admit(1) as admission:
-        upload = await read_upload(image, "image", service.settings)
-        (scored,) = await admission.score([upload])
+    upload = await read_upload(image, "image", service.settings)
+    (scored,) = await admission.score([upload])
     stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
     return await _regions(service, scored.image_id, stored, threshold, max_regions)

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 
-from app.deps import ServiceDep
+from app.deps import AdmissionDep
 from app.routers.entries import score_entry
 from app.schemas import RankedEntry, RankResponse, ScoreResponse, error_responses, upload_body
-from app.service import Scored, Service
+from app.service import Admission, Scored
 from app.uploads import UploadRoute, read_uploads
 
 router = APIRouter(tags=["scoring"], route_class=UploadRoute)
@@ -18,13 +18,12 @@ Images = Annotated[
     list[UploadFile],
     File(description="One or more images (JPEG, PNG, WebP, BMP, TIFF, GIF), repeated field."),
 ]
-ERRORS = error_responses(400, 413, 415, 422, 503, 504)
+ERRORS = error_responses(400, 408, 413, 415, 422, 503, 504)
 
 
-async def score_images(images: list[UploadFile], service: Service) -> list[Scored]:
-    """Admit the field's files, then read and score them, in order (kept for /heatmap)."""
-    async with service.admit(len(images)) as admission:
-        return await admission.score(await read_uploads(images, "images", service.settings))
+async def score_images(images: list[UploadFile], admission: Admission) -> list[Scored]:
+    """Read the field's files, then score them, in order (kept for /heatmap)."""
+    return await admission.score(await read_uploads(images, "images", admission.settings))
 
 
 @router.post(
@@ -33,10 +32,10 @@ async def score_images(images: list[UploadFile], service: Service) -> list[Score
     summary="Score images for virality",
     openapi_extra=upload_body("/score", {"images": ["cat.jpg", "beach.png"]}),
 )
-async def score(images: Images, service: ServiceDep, request: Request) -> ScoreResponse:
+async def score(images: Images, admission: AdmissionDep, request: Request) -> ScoreResponse:
     """Per image, in upload order: its id (SHA-256 of the bytes), the raw score s(I), its
     percentile among the checkpoint's calibration images and the URL of its heatmap."""
-    results = await score_images(images, service)
+    results = await score_images(images, admission)
     return ScoreResponse(results=[score_entry(request, r) for r in results])
 
 
@@ -46,9 +45,9 @@ async def score(images: Images, service: ServiceDep, request: Request) -> ScoreR
     summary="Order images from most to least viral",
     openapi_extra=upload_body("/rank", {"images": ["cat.jpg", "beach.png", "dog.webp"]}),
 )
-async def rank(images: Images, service: ServiceDep, request: Request) -> RankResponse:
+async def rank(images: Images, admission: AdmissionDep, request: Request) -> RankResponse:
     """The uploads sorted by score, highest first (ties keep upload order)."""
-    results = await score_images(images, service)
+    results = await score_images(images, admission)
     order = sorted(range(len(results)), key=lambda i: -results[i].score)
     ranking = [
         RankedEntry(**score_entry(request, results[i]).model_dump(), rank=position, index=i)

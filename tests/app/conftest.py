@@ -1,11 +1,9 @@
-"""A tiny real checkpoint, the real app around it, and an HTTP client through its lifespan."""
+"""Fixtures: a tiny real checkpoint, the real app around it, an HTTP client through its lifespan
+(the helpers they use live in tests/app/helpers.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +11,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
-from app.main import create_app
 from app.settings import Settings
 from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from model.network import NetworkConfig, ViralityNet
 
-from .imaging import jpeg, multipart, photo
-
-TRAINING = {"data": "synthetic test images", "licence": "CC0-1.0"}
+from .helpers import TRAINING, Serve, running
+from .imaging import photo
 
 
 @pytest.fixture(scope="session")
@@ -69,18 +63,6 @@ def settings_for(checkpoint_dir: Path) -> Callable[..., Settings]:
     return make
 
 
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield app, client
-
-
-Serve = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
-
-
 @pytest.fixture
 def serve(settings_for: Callable[..., Settings]) -> Serve:
     """serve(**setting_overrides) -> async context manager giving (app, client)."""
@@ -91,30 +73,3 @@ def serve(settings_for: Callable[..., Settings]) -> Serve:
 async def client(serve: Serve) -> AsyncIterator[httpx.AsyncClient]:
     async with serve() as (_, http):
         yield http
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
-FullQueue = tuple[FastAPI, httpx.AsyncClient, "asyncio.Task[httpx.Response]"]
-
-
-@asynccontextmanager
-async def full_queue(serve: Serve) -> AsyncIterator[FullQueue]:
-    """The app with its two-image queue filled by one /score request, held in an open batch;
-    also yields that request, which is answered once the batch closes."""
-    async with serve(
-        max_queued_images=2,
-        max_images_per_request=2,
-        max_wait_ms=600.0,
-        batch_close_when_idle=False,  # hold the batch open for max_wait_ms
-        max_batch_size=8,
-    ) as (app, client):
-        files = multipart(jpeg(seed=1), jpeg(seed=2))
-        waiting = asyncio.create_task(client.post("/score", files=files))
-        await wait_until(lambda: app.state.service.batcher.pending == 2)
-        yield app, client, waiting

@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 
-from .conftest import Serve, full_queue, wait_until
+from .helpers import Serve, full_queue, wait_until
 from .imaging import jpeg, multipart
 
 BOUNDARY = "viraliency-test-boundary"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import Serve, wait_until
+from .helpers import Serve, batches, wait_until
 from .imaging import encode, jpeg, multipart, photo
 
 
@@ -81,6 +81,21 @@ async def test_colormap_names_are_accepted_in_any_case(client: httpx.AsyncClient
     upper = await heatmap(client, image_id, mode="map", colormap="JET")
     assert upper.status_code == 200
     assert upper.content == lower.content
+
+
+async def test_a_12_megapixel_photos_heatmap_is_bounded_by_default(
+    client: httpx.AsyncClient,
+) -> None:
+    """Review defect: GET /heatmap answered a 4000x3000 PNG (18 MB for a real photo)."""
+    y, x = np.mgrid[0:3000, 0:4000]
+    smooth = np.stack([x * 255 // 3999, y * 255 // 2999, (x + y) % 256], -1).astype(np.uint8)
+    image_id = await scored_id(client, encode(smooth, "JPEG", quality=80))
+    default = await heatmap(client, image_id)
+    with Image.open(io.BytesIO(default.content)) as image:
+        assert image.size == (1600, 1200)
+    full = await heatmap(client, image_id, max_side=4000, mode="map")
+    with Image.open(io.BytesIO(full.content)) as image:
+        assert image.size == (4000, 3000)
 
 
 async def test_max_side_scales_the_heatmap_down(client: httpx.AsyncClient) -> None:
@@ -178,7 +193,7 @@ async def test_drawings_beyond_the_bound_are_503_and_scoring_goes_on(serve: Serv
                 assert refused.json()["error"]["code"] == "render_busy"
                 assert "retry-after" in refused.headers
             # The POST routes are refused before their forward pass: nothing was scored.
-            assert list(service.batcher.recent_batch_sizes) == [1]
+            assert batches(app) == (1, 1)
             # The drawing holds one of the two decoding threads; scoring has the other.
             assert (await client.post("/score", files=multipart(jpeg(seed=2)))).status_code == 200
         finally:

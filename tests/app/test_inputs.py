@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.images import ACCEPTED
 
-from .conftest import Serve
+from .helpers import Serve
 from .imaging import encode, jpeg, jpeg_declaring_size, multipart, photo, png_declaring_size
 
 

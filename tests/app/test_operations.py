@@ -11,21 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
 
-from .conftest import TRAINING, Serve, full_queue, wait_until
+from .helpers import TRAINING, Serve, batches, full_queue, sample, wait_until
 from .imaging import jpeg, multipart
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 async def test_healthz_and_readyz_when_running(client: httpx.AsyncClient) -> None:
@@ -202,7 +193,7 @@ async def test_a_request_past_its_deadline_answers_504(serve: Serve) -> None:
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "deadline_exceeded"
         await wait_until(lambda: app.state.service.batcher.pending == 0)
-        assert list(app.state.service.batcher.recent_batch_sizes) == []  # skipped, not run
+        assert batches(app) == (0, 0)  # skipped, not run
 
 
 async def test_shutdown_finishes_accepted_requests_and_refuses_new_ones(
@@ -229,7 +220,7 @@ async def test_shutdown_finishes_accepted_requests_and_refuses_new_ones(
         assert [r.status_code for r in responses] == [200, 200, 200]
         await shutdown
     assert service.batcher.pending == 0
-    assert list(service.batcher.recent_batch_sizes) == [3]
+    assert batches(app) == (1, 3)
 
 
 async def test_an_unexpected_error_is_a_plain_500(settings_for: Callable[..., Settings]) -> None:
@@ -268,3 +259,18 @@ def test_settings_come_from_viraliency_environment_variables(
     monkeypatch.setenv("VIRALIENCY_DEVICE", "tpu")
     with pytest.raises(ValueError, match="device"):
         Settings()
+
+
+async def test_every_error_has_one_shape_422_included(client: httpx.AsyncClient) -> None:
+    """Review defect: 422 answers lacked the `accepted` key the other errors have."""
+    misnamed = await client.post("/score", files={"image": ("a.jpg", jpeg())})
+    bad_query = await client.get("/heatmap", params={"image_id": "not-hex"})
+    unknown = await client.get("/heatmap", params={"image_id": "0" * 64})
+    not_image = await client.post("/score", files=multipart(b"no image"))
+    for response in (misnamed, bad_query, unknown, not_image):
+        assert set(response.json()) == {"error"}
+        assert set(response.json()["error"]) == {"code", "message", "accepted"}, response.text
+    assert (misnamed.status_code, bad_query.status_code) == (422, 422)
+    assert "images" in misnamed.json()["error"]["message"]
+    assert "JPEG" in misnamed.json()["error"]["accepted"]  # a route that takes uploads
+    assert bad_query.json()["error"]["accepted"] is None

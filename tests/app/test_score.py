@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from model.checkpoint import CheckpointInfo
 from model.network import ViralityNet
 
-from .conftest import Serve
+from .helpers import Serve, batches, batches_up_to
 from .imaging import encode, jpeg, multipart
 from .reference import expected_score
 
@@ -75,7 +75,7 @@ async def test_a_multi_image_request_answers_in_upload_order(client: httpx.Async
 
 async def test_concurrent_requests_share_one_batch(serve: Serve) -> None:
     async with serve(max_wait_ms=300.0, batch_close_when_idle=False, max_batch_size=8) as (
-        app,
+        _,
         client,
     ):
         first, second = await asyncio.gather(
@@ -86,7 +86,6 @@ async def test_concurrent_requests_share_one_batch(serve: Serve) -> None:
         metrics = (await client.get("/metrics")).text
         assert metric_value(metrics, "viraliency_batch_size_count") == 1
         assert metric_value(metrics, "viraliency_batch_size_sum") == 2
-        assert list(app.state.service.batcher.recent_batch_sizes) == [2]
 
 
 async def test_by_default_a_batch_closes_once_nothing_else_is_admitted(serve: Serve) -> None:
@@ -102,7 +101,8 @@ async def test_by_default_a_batch_closes_once_nothing_else_is_admitted(serve: Se
         several = await client.post("/score", files=multipart(*(jpeg(seed=s) for s in range(4))))
         assert asyncio.get_running_loop().time() - started < 10.0  # not the 20 s window
         assert lone.status_code == several.status_code == 200
-        assert list(app.state.service.batcher.recent_batch_sizes) == [1, 4]
+        assert batches(app) == (2, 5)  # a batch of 1, then one of 4
+        assert batches_up_to(app, 1) == 1
 
 
 async def test_a_batch_closes_at_max_batch_size(serve: Serve) -> None:
@@ -112,7 +112,8 @@ async def test_a_batch_closes_at_max_batch_size(serve: Serve) -> None:
     ):
         response = await client.post("/score", files=multipart(*(jpeg(seed=s) for s in range(5))))
         assert response.status_code == 200
-        assert sorted(app.state.service.batcher.recent_batch_sizes) == [1, 2, 2]
+        assert batches(app) == (3, 5)  # 2 + 2 + 1
+        assert batches_up_to(app, 1) == 1
 
 
 async def test_compare_gives_the_sigmoid_of_the_score_difference(
@@ -180,7 +181,7 @@ async def test_an_image_that_fails_in_the_network_fails_only_its_own_request(
             client.post("/score", files=multipart(black)),
             client.post("/score", files=multipart(good[1], good[2])),
         )
-        assert list(app.state.service.batcher.recent_batch_sizes) == [4]  # one shared batch
+        assert batches(app) == (1, 4)  # one shared batch
         assert failing.status_code == 500
         assert failing.json()["error"]["code"] == "internal_error"
         assert "injected" not in failing.text

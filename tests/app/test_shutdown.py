@@ -58,7 +58,7 @@ def server(checkpoint_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         print((tmp_path / "server.log").read_text(errors="replace")[-4000:])  # shown on failure
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the server exited during start-up"
