@@ -27,7 +27,7 @@ from app.errors import ApiError
 from app.images import Prepared, prepare
 from app.metrics import Metrics
 from app.settings import Settings
-from app.store import HeatmapStore, StoredImage
+from app.store import StoredImage, StoreUnavailableError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,15 @@ class Admission:
         prepared = await service.prepare_all(uploads)
         futures = self._reservation.submit([item for _, item in prepared])
         predictions = await asyncio.gather(*map(asyncio.wrap_future, futures))
+        kept = await asyncio.gather(
+            *(
+                service.keep(upload, image_id, item, prediction)
+                for upload, (image_id, item), prediction in zip(
+                    uploads, prepared, predictions, strict=True
+                )
+                if keep
+            )
+        )
         return [
             Scored(
                 image_id,
@@ -93,10 +102,10 @@ class Admission:
                 item.width,
                 item.height,
                 prediction.viraliency,
-                kept=keep and service.keep(upload, image_id, item, prediction),
+                kept=keep and kept[i],
             )
-            for upload, (image_id, item), prediction in zip(
-                uploads, prepared, predictions, strict=True
+            for i, ((image_id, item), prediction) in enumerate(
+                zip(prepared, predictions, strict=True)
             )
         ]
 
@@ -122,11 +131,7 @@ class Service:
             close_when_idle=settings.batch_close_when_idle,
         )
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self.store = HeatmapStore(
-            settings.heatmap_store_max_items,
-            settings.heatmap_store_max_bytes,
-            settings.heatmap_ttl_s,
-        )
+        self.store = open_store(settings, self._store_failed)
         self.render_slots = RenderSlots(settings.max_concurrent_renders)
         self.ready = False
         metrics.queue_depth.set_function(lambda: self.batcher.pending)
@@ -151,6 +156,7 @@ class Service:
         log.info("draining", extra={"event": "draining", "pending": self.batcher.pending})
         drained = await asyncio.to_thread(self.batcher.stop, self.settings.shutdown_timeout_s)
         await asyncio.to_thread(self.decoder.shutdown, wait=True, cancel_futures=True)
+        await self.store.close()
         log.info("stopped", extra={"event": "stopped", "drained": drained})
 
     def _predict(self, prepared: list[Prepared]) -> list[Prediction]:
@@ -250,12 +256,18 @@ class Service:
                 raise outcome
         return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
 
-    def keep(
+    # The heatmap store (app/store.py): in this process, or shared on Redis (may be down).
+
+    def _store_failed(self, operation: str) -> None:
+        self.metrics.heatmap_store_failures.labels(operation=operation).inc()
+
+    async def keep(
         self, upload: Upload, image_id: str, prepared: Prepared, prediction: Prediction
     ) -> bool:
-        """Keep a scored image for GET /heatmap and /regions; False when it alone is too big."""
+        """Keep a scored image for GET /heatmap and /regions; False when it alone is too big
+        or the shared store is unavailable (logged and counted by the store)."""
         stored = StoredImage(upload.data, prediction.viraliency, prepared.width, prepared.height)
-        if self.store.put(image_id, stored):
+        if await self.store.put(image_id, stored):
             return True
         log.info(
             "not kept for /heatmap",
@@ -268,8 +280,18 @@ class Service:
         )
         return False
 
-    def stored(self, image_id: str) -> StoredImage:
-        entry = self.store.get(image_id)
+    async def stored(self, image_id: str) -> StoredImage:
+        """The kept entry; 404 when unknown or expired, 503 when the shared store is down."""
+        try:
+            entry = await self.store.get(image_id)
+        except StoreUnavailableError as exc:
+            raise ApiError(
+                503,
+                "store_unavailable",
+                f"{exc}: the image may be kept but cannot be read now; retry later, or POST it "
+                "to /heatmap directly",
+                headers={"Retry-After": str(max(1, self.settings.retry_after_s))},
+            ) from None
         if entry is None:
             raise ApiError(
                 404,

@@ -143,7 +143,7 @@ def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes
 )
 async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) -> Response:
     """The viraliency map (eq. 7) upsampled to the image's size, blended over it by default."""
-    stored = service.stored(image_id)
+    stored = await service.stored(image_id)
     body = await service.render(draw, stored, options, service.settings.max_pixels)
     return Response(body, media_type=MEDIA_TYPES[options.image_format])
 

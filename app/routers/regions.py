@@ -50,7 +50,7 @@ async def get_regions(
     image_id: ImageId, service: ServiceDep, threshold: Threshold = 0.2, max_regions: MaxRegions = 10
 ) -> RegionsResponse:
     """Boxes around the parts of a recently scored image's map above threshold x its maximum."""
-    return await _regions(service, image_id, service.stored(image_id), threshold, max_regions)
+    return await _regions(service, image_id, await service.stored(image_id), threshold, max_regions)
 
 
 @router.post(
