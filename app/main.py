@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from app.auth import KeyRing, RequireKey, documented, reload_on_sighup
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import ObserveRequests
+from app.ratelimit import open_limiter, rate_limited
+from app.replica import NameReplica
 from app.routers import compare, health, heatmap, metrics, model_info, regions, score
 from app.service import Service
 from app.settings import Settings
@@ -31,6 +34,7 @@ Errors are JSON: `{"error": {"code": "...", "message": "...", "accepted": [...]}
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
     registry = Metrics()
+    keys = KeyRing(settings.api_keys_file) if settings.api_keys_file is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,11 +44,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("startup failed: %s", exc, extra={"event": "startup_failed"})
             raise
         app.state.service = service
+        app.state.limiter = open_limiter(settings)
         try:
-            yield
+            with reload_on_sighup(keys):
+                yield
         finally:
             # uvicorn gets here on SIGTERM after its connections closed; stop() still drains.
             await service.stop()
+            if app.state.limiter is not None:
+                await app.state.limiter.close()
 
     app = FastAPI(
         title="Viraliency",
@@ -55,10 +63,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = registry
     app.state.service = None
+    app.state.limiter = None
     install_error_handlers(app)
+    # Outermost last: the replica's name on every answer, requests counted, then keys checked.
+    app.add_middleware(
+        RequireKey, keys=keys, metrics=registry, metrics_public=settings.metrics_public
+    )
     app.add_middleware(ObserveRequests, metrics=registry)
-    for module in (score, compare, heatmap, regions, model_info, health, metrics):
-        app.include_router(module.router)
+    app.add_middleware(NameReplica, name=settings.replica_name)
+    keyed = [Depends(documented)] if keys is not None else []
+    for module in (score, compare, heatmap, regions):
+        app.include_router(module.router, dependencies=[*keyed, Depends(rate_limited)])
+    app.include_router(model_info.router, dependencies=keyed)
+    app.include_router(health.router)
+    app.include_router(metrics.router, dependencies=[] if settings.metrics_public else keyed)
     return app
 
 

@@ -90,5 +90,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.heatmap_store_failures = Counter(
+            "viraliency_heatmap_store_failures",
+            "Calls to the shared heatmap store that failed or timed out, by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

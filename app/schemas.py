@@ -84,6 +84,13 @@ class ReadyResponse(BaseModel):
     status: Literal["ready", "not_ready"] = Field(examples=["ready"])
     device: str | None = Field(description="Device the model runs on.", examples=["cuda:0"])
     queued_images: int = Field(description="Images admitted and not yet scored.", examples=[3])
+    heatmap_store: Literal["memory", "redis", "redis_unavailable"] = Field(
+        default="memory",
+        description="Where GET /heatmap finds scored images: memory (this process), redis "
+        "(shared, answering) or redis_unavailable (scoring goes on, without heatmap_url; "
+        "readiness does not depend on it).",
+        examples=["redis"],
+    )
 
 
 class ModelResponse(BaseModel):

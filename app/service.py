@@ -33,7 +33,7 @@ from app.images import Prepared, prepare
 from app.metrics import Metrics
 from app.rate import ServiceRate
 from app.settings import Settings
-from app.store import HeatmapStore, StoredImage
+from app.store import StoredImage, open_store
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Admission:
         """Score uploads in order; keep=True keeps them for GET /heatmap and GET /regions."""
         prepared = await self.decode(uploads)
         predictions = await self.batch([item for _, item in prepared])
-        return self.unbatch(uploads, prepared, predictions, keep)
+        return await self.unbatch(uploads, prepared, predictions, keep)
 
     async def decode(self, uploads: Sequence[Upload]) -> list[tuple[str, Prepared]]:
         """Decode every upload in the pool; a bad one fails the request, the first by position."""
@@ -105,7 +105,7 @@ class Admission:
         futures = self._reservation.submit(prepared)
         return list(await asyncio.gather(*map(asyncio.wrap_future, futures)))
 
-    def unbatch(
+    async def unbatch(
         self,
         uploads: Sequence[Upload],
         prepared: Sequence[tuple[str, Prepared]],
@@ -113,7 +113,17 @@ class Admission:
         keep: bool,
     ) -> list[Scored]:
         """Per image: its score, percentile and map, kept for later drawing when asked."""
-        engine = self._service.engine
+        service = self._service
+        engine = service.engine
+        kept = await asyncio.gather(
+            *(
+                service.keep(upload, image_id, item, prediction)
+                for upload, (image_id, item), prediction in zip(
+                    uploads, prepared, predictions, strict=True
+                )
+                if keep
+            )
+        )
         return [
             Scored(
                 image_id,
@@ -122,10 +132,10 @@ class Admission:
                 item.width,
                 item.height,
                 prediction.viraliency,
-                kept=keep and self._service.keep(upload, image_id, item, prediction),
+                kept=keep and kept[i],
             )
-            for upload, (image_id, item), prediction in zip(
-                uploads, prepared, predictions, strict=True
+            for i, ((image_id, item), prediction) in enumerate(
+                zip(prepared, predictions, strict=True)
             )
         ]
 
@@ -157,11 +167,7 @@ class Service:
         )
         self.upload_bytes = ByteBudget(settings.max_queued_bytes)
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self.store = HeatmapStore(
-            settings.heatmap_store_max_items,
-            settings.heatmap_store_max_bytes,
-            settings.heatmap_ttl_s,
-        )
+        self.store = open_store(settings, self._store_failed)
         self.render_slots = RenderSlots(settings.max_concurrent_renders)
         self.ready = False
         self.admitted = 0  # requests admitted since start (logged at stop)
@@ -191,6 +197,7 @@ class Service:
         log.info("draining", extra={"event": "draining", "pending": self.batcher.pending})
         drained = await asyncio.to_thread(self.batcher.stop, self.settings.shutdown_timeout_s)
         await asyncio.to_thread(self.decoder.shutdown, wait=True, cancel_futures=True)
+        await self.store.close()
         log.info(
             "stopped",
             extra={"event": "stopped", "drained": drained, "admitted_requests": self.admitted},
@@ -306,12 +313,18 @@ class Service:
                 raise outcome
         return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
 
-    def keep(
+    # The heatmap store (app/store.py): in this process, or shared on Redis (may be down).
+
+    def _store_failed(self, operation: str) -> None:
+        self.metrics.heatmap_store_failures.labels(operation=operation).inc()
+
+    async def keep(
         self, upload: Upload, image_id: str, prepared: Prepared, prediction: Prediction
     ) -> bool:
-        """Keep a scored image for later drawing; False when it alone is too big for the store."""
+        """Keep a scored image for GET /heatmap and /regions; False when it alone is too big
+        or the shared store is unavailable (logged and counted by the store)."""
         stored = StoredImage(upload.data, prediction.viraliency, prepared.width, prepared.height)
-        if self.store.put(image_id, stored):
+        if await self.store.put(image_id, stored):
             return True
         log.info(
             "not kept",
@@ -324,6 +337,7 @@ class Service:
         )
         return False
 
-    def stored(self, image_id: str) -> StoredImage | None:
-        """A kept image, or None when it is unknown or expired."""
-        return self.store.get(image_id)
+    async def stored(self, image_id: str) -> StoredImage | None:
+        """A kept image, or None when it is unknown or expired; StoreUnavailableError when the
+        shared store cannot be read now."""
+        return await self.store.get(image_id)

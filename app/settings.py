@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -83,6 +84,46 @@ class Settings(BaseSettings):
     )
     heatmap_ttl_s: float = Field(
         default=900.0, gt=0, description="How long a scored image's map is kept."
+    )
+    heatmap_store_url: str | None = Field(
+        default=None,
+        pattern=r"^(redis|rediss|unix)://",
+        description="unset: keep scored images in this process; redis://host:port/db: in one "
+        "Redis (or Valkey) shared by every replica, so any replica answers GET /heatmap.",
+    )
+    heatmap_store_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="Longest wait for one call to the shared store; past it the store counts as "
+        "unavailable (score without heatmap_url, GET /heatmap 503).",
+    )
+    heatmap_store_max_item_bytes: int = Field(
+        default=24 * 2**20,
+        ge=1,
+        description="Largest entry kept (upload as sent plus its map); a larger one is scored "
+        "but not kept.",
+    )
+    replica_name: str = Field(
+        default_factory=socket.gethostname,
+        description="Names this replica in the X-Viraliency-Replica response header.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="unset: no keys needed. A file of API keys, one per line (or sha256:<hex> "
+        "of a key); re-read on SIGHUP.",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve GET /metrics without a key even when API keys are on.",
+    )
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="unset: no limit. Images per second per API key (per client address "
+        "without keys), a token bucket; beyond it: 429.",
+    )
+    rate_limit_burst: float = Field(
+        default=32, ge=1, description="Images a key may send at once before rate_limit applies."
     )
     decode_threads: int = Field(
         default_factory=_cpu_count, ge=1, description="Threads decoding and resizing uploads."

@@ -2,8 +2,15 @@
 
 An entry keeps the upload's own bytes (already compressed; decoding them again when a heatmap is
 asked for costs milliseconds) and the small eq. (7) map, never the decoded pixels, which for a
-12-megapixel photo would be 36 MB. Oldest entries go first when a bound is reached. Used only
-from the event loop, so it needs no lock.
+12-megapixel photo would be 36 MB. Two stores answer the same async API (`AsyncStore`):
+
+- `MemoryStore` (the default): this process's memory, a `HeatmapStore` bounded in count and
+  bytes; oldest entries go first when a bound is reached. Used only from the event loop.
+- `app.redis_store.RedisStore` (`VIRALIENCY_HEATMAP_STORE_URL=redis://...`): one Redis shared by
+  every replica, so any replica answers for an image another one scored.
+
+`open_store` picks one from the settings. A store that cannot be reached says so: `put` answers
+False (the image is scored, not kept) and `get` raises `StoreUnavailableError` (503).
 """
 
 from __future__ import annotations
@@ -11,9 +18,19 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+import numpy as np
 
 from app.engine import ViraliencyMap
+from app.settings import Settings
+
+StoreState = Literal["memory", "redis", "redis_unavailable"]
+
+
+class StoreUnavailableError(Exception):
+    """The shared store did not answer (down, slow or refusing) within its timeout."""
 
 
 @dataclass(frozen=True)
@@ -28,16 +45,30 @@ class StoredImage:
         return len(self.upload) + self.viraliency.nbytes
 
 
+def owned(entry: StoredImage) -> StoredImage:
+    """The entry with a map that owns its memory: a map sliced from a batch's (B, h, w) array
+    is a view that would keep the whole batch alive (~12 KB at B = 64, not its own 196 B)."""
+    if entry.viraliency.base is None:
+        return entry
+    return replace(entry, viraliency=np.array(entry.viraliency, copy=True))
+
+
 class HeatmapStore:
+    """The in-process bound: at most max_items entries and max_bytes bytes, each for ttl_s."""
+
     def __init__(
         self,
         max_items: int,
         max_bytes: int,
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        max_item_bytes: int | None = None,
     ) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.max_item_bytes = (
+            max_bytes if max_item_bytes is None else min(max_item_bytes, max_bytes)
+        )
         self.ttl_s = ttl_s
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, StoredImage]] = OrderedDict()
@@ -47,10 +78,12 @@ class HeatmapStore:
         return len(self._entries)
 
     def put(self, image_id: str, entry: StoredImage) -> bool:
-        """Keep an entry (refreshing its time to live); False if it alone exceeds max_bytes."""
+        """Keep an entry (refreshing its time to live); False if it alone exceeds max_item_bytes
+        (at most max_bytes)."""
         self._drop(image_id)
-        if entry.nbytes > self.max_bytes:
+        if entry.nbytes > self.max_item_bytes:
             return False
+        entry = owned(entry)
         self._expire()
         while self._entries and (
             len(self._entries) >= self.max_items or self.nbytes + entry.nbytes > self.max_bytes
@@ -82,3 +115,70 @@ class HeatmapStore:
             if now < expires:
                 return
             self._drop(image_id)
+
+
+class AsyncStore(Protocol):
+    """What the service needs from a store; `len()` and `nbytes` feed the metrics (for Redis:
+    as of the last `state()` call)."""
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    async def put(self, image_id: str, entry: StoredImage) -> bool:
+        """Keep an entry for ttl_s; False when it is too big or the store is unavailable."""
+        ...
+
+    async def get(self, image_id: str) -> StoredImage | None:
+        """The entry, None when unknown or expired; StoreUnavailableError when unreachable."""
+        ...
+
+    async def contains(self, image_id: str) -> bool: ...
+
+    async def state(self) -> StoreState: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """`HeatmapStore` behind the async API (every call completes at once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bounded = HeatmapStore(
+            settings.heatmap_store_max_items,
+            settings.heatmap_store_max_bytes,
+            settings.heatmap_ttl_s,
+            max_item_bytes=settings.heatmap_store_max_item_bytes,
+        )
+
+    def __len__(self) -> int:
+        return len(self.bounded)
+
+    @property
+    def nbytes(self) -> int:
+        return self.bounded.nbytes
+
+    async def put(self, image_id: str, entry: StoredImage) -> bool:
+        return self.bounded.put(image_id, entry)
+
+    async def get(self, image_id: str) -> StoredImage | None:
+        return self.bounded.get(image_id)
+
+    async def contains(self, image_id: str) -> bool:
+        return self.bounded.get(image_id) is not None
+
+    async def state(self) -> StoreState:
+        return "memory"
+
+    async def close(self) -> None:
+        return None
+
+
+def open_store(settings: Settings, on_failure: Callable[[str], None]) -> AsyncStore:
+    """The store the settings name; on_failure(operation) is called for each failed call."""
+    if settings.heatmap_store_url is None:
+        return MemoryStore(settings)
+    from app.redis_store import RedisStore  # the redis client only when it is used
+
+    return RedisStore(settings, on_failure)

@@ -13,7 +13,7 @@ from app.errors import ApiError
 from app.heatmap import COLORMAPS, DEFAULT_MAX_SIDE, MEDIA_TYPES, HeatmapOptions, draw
 from app.schemas import EXAMPLE_ID, error_responses, upload_body
 from app.service import Service
-from app.store import StoredImage
+from app.store import StoredImage, StoreUnavailableError
 from app.uploads import UploadRoute, read_upload
 
 router = APIRouter(tags=["explanation"], route_class=UploadRoute)
@@ -96,9 +96,19 @@ def heatmap_options(
 Options = Annotated[HeatmapOptions, Depends(heatmap_options)]
 
 
-def stored_or_404(service: Service, image_id: str) -> StoredImage:
-    """The kept image with this id, or 404 unknown_image_id."""
-    entry = service.stored(image_id)
+async def stored_or_404(service: Service, image_id: str) -> StoredImage:
+    """The kept image with this id; 404 unknown_image_id, or 503 store_unavailable while the
+    shared store cannot be read."""
+    try:
+        entry = await service.stored(image_id)
+    except StoreUnavailableError as exc:
+        raise ApiError(
+            503,
+            "store_unavailable",
+            f"{exc}: the image may be kept but cannot be read now; retry later, or POST it "
+            "to /heatmap directly",
+            headers={"Retry-After": str(max(1, service.settings.retry_after_s))},
+        ) from None
     if entry is None:
         raise ApiError(
             404,
@@ -118,7 +128,7 @@ def stored_or_404(service: Service, image_id: str) -> StoredImage:
 )
 async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) -> Response:
     """The viraliency map (eq. 7) upsampled to the image's size, blended over it by default."""
-    stored = stored_or_404(service, image_id)
+    stored = await stored_or_404(service, image_id)
     body = await service.render(draw, stored, options, service.settings.max_pixels)
     return Response(body, media_type=MEDIA_TYPES[options.image_format])
 

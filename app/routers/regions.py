@@ -50,7 +50,7 @@ async def get_regions(
     image_id: ImageId, service: ServiceDep, threshold: Threshold = 0.2, max_regions: MaxRegions = 10
 ) -> RegionsResponse:
     """Boxes around the parts of a recently scored image's map above threshold x its maximum."""
-    stored = stored_or_404(service, image_id)
+    stored = await stored_or_404(service, image_id)
     return await _regions(service, image_id, stored, threshold, max_regions)
 
 

@@ -19,7 +19,9 @@ def test_readme_documents_every_setting_with_its_default() -> None:
         if field.default_factory is not None:
             continue  # computed at start-up (e.g. the CPU count)
         default = field.default
-        if isinstance(default, bool):
+        if default is None:
+            assert documented == "unset", name
+        elif isinstance(default, bool):
             assert documented == str(default).lower(), name
         elif isinstance(default, (int, float)):
             assert float(documented) == float(default), name
