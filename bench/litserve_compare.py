@@ -79,7 +79,7 @@ def ours(args: argparse.Namespace, log_path: Path) -> Server:
     for pair in args.env:
         key, _, value = pair.partition("=")
         settings[key] = value
-    return Server(settings, log_path)
+    return Server(settings, log_path, args.ours_root.resolve())
 
 
 def in_process_ms(checkpoint: Path, jpegs: list[bytes], reps: int) -> float:
@@ -160,7 +160,7 @@ def table(
             return " / ".join(f"{v:.{digits}f}" for v in values)
 
         lines.append(
-            f"| {concurrency} | {show(rates['ours'])} | {show(rates['litserve'])} | "
+            f"| {concurrency} | {show(rates['ours'], 1)} | {show(rates['litserve'], 1)} | "
             f"{ratio:.2f} | {show(p50['ours'], 1)} | {show(p50['litserve'], 1)} |"
         )
     errors = sum(level.errors for runs in results.values() for run in runs for level in run)
@@ -186,6 +186,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=32, help="distinct JPEGs to cycle through")
     parser.add_argument("--direct-reps", type=int, default=100)
     parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--ours-root",
+        type=Path,
+        default=ROOT,
+        help="checkout to serve ours from (default: this one; e.g. a worktree of the commit "
+        "before, for a before/after table)",
+    )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--serve-litserve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -91,16 +91,17 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m app` in a subprocess, configured through VIRALIENCY_* variables."""
+    """`python -m app` in a subprocess, configured through VIRALIENCY_* variables; `root` is
+    the checkout it runs from (another worktree serves an earlier version side by side)."""
 
-    def __init__(self, settings: dict[str, str], log_path: Path) -> None:
+    def __init__(self, settings: dict[str, str], log_path: Path, root: Path = ROOT) -> None:
         self.port = free_port()
         env = {**os.environ, **settings}
         env.update({"VIRALIENCY_HOST": HOST, "VIRALIENCY_PORT": str(self.port)})
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=self._log, stderr=self._log
+            [sys.executable, "-m", "app"], cwd=root, env=env, stdout=self._log, stderr=self._log
         )
         self.url = f"http://{HOST}:{self.port}"
         self.ready_path = "/readyz"
