@@ -3,7 +3,9 @@
     uint8 (B, S, S, 3) -> device -> float, /255, -mean, /std -> (B, 3, S, S) -> viraliency()
 
 The uint8 batch crosses to the device (4x fewer bytes than float32) and is normalised there.
-On CUDA the forward runs under fp16 autocast; on the CPU in float32.
+On CUDA the forward runs under fp16 autocast; on the CPU in float32, with weights and input in
+`cpu_memory_format` (channels_last: NHWC, oneDNN's preferred layout for convolutions; see
+bench/RESULTS.md, "CPU inference variants") and `torch_threads` intra-op threads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from app.settings import Settings
 from model.checkpoint import CheckpointInfo, load_checkpoint
 from model.devices import resolve_device
 from model.images import normalise
@@ -44,6 +47,22 @@ class Engine:
         self.device = device
         self.input_size = info.preprocessing.input_size
         self.description = info.to_json(net)  # eta is fixed at inference: describe once
+        self.memory_format = torch.contiguous_format
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """`load`, then the CPU knobs: torch threads and memory format (CUDA keeps NCHW)."""
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        engine = cls.load(settings.checkpoint, settings.device)
+        if engine.device.type == "cpu" and settings.cpu_memory_format == "channels_last":
+            engine.use_memory_format(torch.channels_last)
+        return engine
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> None:
+        """Keep weights (and convert each input batch) in this layout; results are unchanged."""
+        self.net.to(memory_format=memory_format)
+        self.memory_format = memory_format
 
     @classmethod
     def load(cls, folder: Path, device: str) -> Engine:
@@ -80,7 +99,8 @@ class Engine:
         batch = torch.from_numpy(pixels)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
-        return normalise(batch, self.info.preprocessing)
+        x = normalise(batch, self.info.preprocessing)
+        return x.contiguous(memory_format=self.memory_format)
 
     @torch.inference_mode()
     def predict(self, images: list[NDArray[np.uint8]]) -> list[Prediction]:

@@ -90,5 +90,10 @@ def run() -> None:
         port=settings.port,
         log_config=None,
         log_level=settings.log_level,
+        # One JSON line per request is logged by ObserveRequests at debug; uvicorn's own access
+        # line would be formatted for every request at info, the costliest step of a small one.
+        access_log=False,
+        loop="auto",  # uvloop when installed (a runtime dependency), else asyncio's loop
+        http="auto",  # httptools when installed (a runtime dependency), else h11
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )

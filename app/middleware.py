@@ -1,4 +1,11 @@
-"""Per-route request metrics, and the last resort for unexpected errors: a plain 500."""
+"""Per-route request metrics, the per-request log line, and the last resort for unexpected
+errors: a plain 500.
+
+The per-request line (`event: request`: route, method, status, ms) is logged at `debug`, and
+built only when that level is on: at `info` formatting a JSON line for every request cost ~20%
+of the service's images/s on 2 CPU cores (bench/RESULTS.md, "Per-request overhead"). Refusals
+(4xx/503/504, app/errors.py) and unhandled errors are still logged at `info` and above.
+"""
 
 from __future__ import annotations
 
@@ -53,3 +60,14 @@ class ObserveRequests:
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.latency.labels(route=route, method=method).observe(elapsed)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "request",
+                    extra={
+                        "event": "request",
+                        "route": route,
+                        "method": method,
+                        "status": status,
+                        "ms": round(elapsed * 1000.0, 2),
+                    },
+                )

@@ -29,6 +29,7 @@ from app.batching import Batcher, QueueFullError, Reservation, ShuttingDownError
 from app.budget import BudgetExceededError, ByteBudget
 from app.engine import Engine, Prediction, ViraliencyMap
 from app.errors import ApiError
+from app.gpu_decode import GpuDecodeStage, use_gpu_decode
 from app.images import Prepared, prepare
 from app.metrics import Metrics
 from app.rate import ServiceRate
@@ -169,6 +170,7 @@ class Service:
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.store = open_store(settings, self._store_failed)
         self.render_slots = RenderSlots(settings.max_concurrent_renders)
+        self.gpu_decode = self._gpu_decode_stage()
         self.ready = False
         self.admitted = 0  # requests admitted since start (logged at stop)
         metrics.queue_depth.set_function(lambda: self.batcher.pending)
@@ -183,10 +185,12 @@ class Service:
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Service:
         """Load the checkpoint and warm it up, off the event loop; then admit requests."""
-        engine = await asyncio.to_thread(Engine.load, settings.checkpoint, settings.device)
+        engine = await asyncio.to_thread(Engine.from_settings, settings)
         warm_rate = await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
         service = cls(settings, engine, metrics, warm_rate)
         service.batcher.start()
+        if service.gpu_decode is not None:
+            service.gpu_decode.start()
         service.ready = True
         return service
 
@@ -196,11 +200,27 @@ class Service:
         self.batcher.close()
         log.info("draining", extra={"event": "draining", "pending": self.batcher.pending})
         drained = await asyncio.to_thread(self.batcher.stop, self.settings.shutdown_timeout_s)
+        if self.gpu_decode is not None:  # after the drain: admitted images still decode here
+            await asyncio.to_thread(self.gpu_decode.stop, self.settings.shutdown_timeout_s)
         await asyncio.to_thread(self.decoder.shutdown, wait=True, cancel_futures=True)
         await self.store.close()
         log.info(
             "stopped",
             extra={"event": "stopped", "drained": drained, "admitted_requests": self.admitted},
+        )
+
+    def _gpu_decode_stage(self) -> GpuDecodeStage | None:
+        """Batched nvJPEG decoding, only on CUDA with VIRALIENCY_GPU_DECODE on."""
+        if not use_gpu_decode(self.engine.device, self.settings.gpu_decode):
+            return None
+        return GpuDecodeStage(
+            self.engine.device,
+            self.settings.max_pixels,
+            self.engine.input_size,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_s=self.settings.max_wait_ms / 1000.0,
+            max_pending=self.settings.max_queued_images,
+            in_pool=self.in_pool,
         )
 
     def forward(self, prepared: list[Prepared]) -> list[Prediction]:
@@ -303,6 +323,8 @@ class Service:
 
     async def prepare_all(self, uploads: Sequence[Upload]) -> list[tuple[str, Prepared]]:
         """Decode every upload in the pool; a bad one fails the request, the first by position."""
+        if self.gpu_decode is not None:
+            return await self.gpu_decode.prepare_all([(u.data, u.label) for u in uploads])
         size, max_pixels = self.engine.input_size, self.settings.max_pixels
         outcomes = await asyncio.gather(
             *(self.in_pool(_prepare_upload, u, max_pixels, size) for u in uploads),

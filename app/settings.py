@@ -128,6 +128,22 @@ class Settings(BaseSettings):
     decode_threads: int = Field(
         default_factory=_cpu_count, ge=1, description="Threads decoding and resizing uploads."
     )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Intra-op threads of the CPU forward pass (torch.set_num_threads); "
+        "0 keeps torch's default (the CPU count).",
+    )
+    cpu_memory_format: Literal["channels_last", "contiguous"] = Field(
+        default="channels_last",
+        description="Memory layout of the network's weights and input on the CPU: "
+        "channels_last (NHWC) or contiguous (NCHW). Scores are the same either way.",
+    )
+    gpu_decode: bool = Field(
+        default=True,
+        description="On CUDA, decode JPEG uploads on the GPU in batches (nvJPEG), other "
+        "formats and any JPEG it cannot decode on the CPU; no effect on the CPU.",
+    )
     max_concurrent_renders: int = Field(
         default_factory=lambda data: max(1, data["decode_threads"] - 1),
         ge=1,

@@ -91,18 +91,20 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m app` in a subprocess, configured through VIRALIENCY_* variables."""
+    """`python -m app` in a subprocess, configured through VIRALIENCY_* variables; `root` is
+    the checkout it runs from (another worktree serves an earlier version side by side)."""
 
-    def __init__(self, settings: dict[str, str], log_path: Path) -> None:
+    def __init__(self, settings: dict[str, str], log_path: Path, root: Path = ROOT) -> None:
         self.port = free_port()
         env = {**os.environ, **settings}
         env.update({"VIRALIENCY_HOST": HOST, "VIRALIENCY_PORT": str(self.port)})
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=self._log, stderr=self._log
+            [sys.executable, "-m", "app"], cwd=root, env=env, stdout=self._log, stderr=self._log
         )
         self.url = f"http://{HOST}:{self.port}"
+        self.ready_path = "/readyz"
 
     async def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -111,7 +113,7 @@ class Server:
                 if self.process.poll() is not None:
                     break
                 try:
-                    if (await client.get("/readyz")).status_code == 200:
+                    if (await client.get(self.ready_path)).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
@@ -132,7 +134,10 @@ class Server:
 
 
 async def batch_stats(client: httpx.AsyncClient) -> tuple[float, float]:
-    text = (await client.get("/metrics")).text
+    response = await client.get("/metrics")
+    if response.status_code != 200:  # a peer server without our metrics (bench/litserve_compare)
+        return 0.0, 0.0
+    text = response.text
     values = {
         s.name: s.value
         for family in text_string_to_metric_families(text)
