@@ -14,7 +14,8 @@ from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import ObserveRequests
-from app.routers import compare, health, heatmap, metrics, model_info, regions, score
+from app.routers import compare, health, heatmap, metrics, model_info, regions, score, ui
+from app.routers.docs import install_docs
 from app.service import Service
 from app.settings import Settings
 
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served offline by app.routers.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = registry
@@ -59,12 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObserveRequests, metrics=registry)
     for module in (score, compare, heatmap, regions, model_info, health, metrics):
         app.include_router(module.router)
+    install_docs(app)
+    ui.install(app)
     return app
 
 
-def run() -> None:
-    """Console entry point: serve on settings.host:settings.port."""
-    settings = Settings()
+def run(settings: Settings | None = None) -> None:
+    """Serve on settings.host:settings.port (`python -m app`, `viraliency serve`)."""
+    settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
