@@ -44,6 +44,8 @@ COPY --from=dependencies /opt/venv /opt/venv
 WORKDIR /srv/viraliency
 COPY app/ app/
 COPY model/ model/
+# The command line: `docker run ... python -m cli score /data --out /data/scores.csv`.
+COPY cli/ cli/
 # Owned by the service user: a checkpoint saved locally is mode 0600 (a fresh clone's is 0644).
 COPY --chown=viraliency:viraliency weights/ weights/
 

@@ -17,7 +17,8 @@ from app.metrics import Metrics
 from app.middleware import ObserveRequests
 from app.ratelimit import open_limiter, rate_limited
 from app.replica import NameReplica
-from app.routers import compare, health, heatmap, metrics, model_info, regions, score
+from app.routers import compare, health, heatmap, metrics, model_info, regions, score, ui
+from app.routers.docs import install_docs
 from app.service import Service
 from app.settings import Settings
 
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served offline by app.routers.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = registry
@@ -77,12 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model_info.router, dependencies=keyed)
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[] if settings.metrics_public else keyed)
+    install_docs(app)
+    ui.install(app)
     return app
 
 
-def run() -> None:
-    """Console entry point: serve on settings.host:settings.port."""
-    settings = Settings()
+def run(settings: Settings | None = None) -> None:
+    """Serve on settings.host:settings.port (`python -m app`, `viraliency serve`)."""
+    settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),

@@ -128,19 +128,136 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+ACCEPTED_EXAMPLE = ["JPEG", "PNG", "WebP", "BMP", "TIFF", "GIF (first frame)"]
+
+
+def _example(summary: str, code: str, message: str, upload: bool = False) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if upload:
+        error["accepted"] = ACCEPTED_EXAMPLE
+    return {summary: {"summary": summary, "value": {"error": error}}}
+
+
+# Per status: what it means and an example body of each of its common codes.
+ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: (
+        "Empty, corrupt or truncated upload.",
+        _example(
+            "corrupt_image",
+            "corrupt_image",
+            "images[0] ('a.jpg') could not be decoded (OSError: image file is truncated); "
+            "the file is corrupt or truncated.",
+            upload=True,
+        ),
+    ),
+    401: (
+        "Missing or wrong API key (send `Authorization: Bearer <key>`).",
+        _example(
+            "unauthorized",
+            "unauthorized",
+            "this server needs an API key: send it as `Authorization: Bearer <key>`",
+        ),
+    ),
+    404: (
+        "Unknown or expired image_id.",
+        _example(
+            "unknown_image_id",
+            "unknown_image_id",
+            f"no recently scored image has id '{EXAMPLE_ID}': ids are kept for 900 s after "
+            "POST /score (and while the store has room); score the image again, or POST it "
+            "to /heatmap directly",
+        ),
+    ),
+    408: (
+        "The request body did not arrive within VIRALIENCY_BODY_TIMEOUT_S.",
+        _example(
+            "body_timeout",
+            "body_timeout",
+            "the request body did not arrive within 30 s; send it faster or in smaller parts",
+        ),
+    ),
+    413: (
+        "Upload, pixel count or number of images over the limit.",
+        _example(
+            "file_too_large",
+            "file_too_large",
+            "images[0] ('huge.jpg') is larger than the limit of 20971520 bytes; send a "
+            "smaller or more compressed image.",
+            upload=True,
+        ),
+    ),
+    415: (
+        "Not an image in an accepted format.",
+        _example(
+            "unsupported_format",
+            "unsupported_format",
+            "images[0] ('notes.txt') is not an image in an accepted format (12 bytes, "
+            "starting b'hello wo').",
+            upload=True,
+        ),
+    ),
+    422: (
+        "Missing or invalid field or parameter.",
+        _example("invalid_request", "invalid_request", "images: Field required"),
+    ),
+    429: (
+        "Too many requests from this client; wait Retry-After seconds.",
+        _example(
+            "rate_limited", "rate_limited", "too many requests; retry after 1 s (Retry-After)"
+        ),
+    ),
+    503: (
+        "Queue full, drawing slots busy, shutting down or not ready (see Retry-After).",
+        _example(
+            "queue_full",
+            "queue_full",
+            "overloaded: 1024 images queued, 2 more do not fit; retry later",
+        ),
+    ),
+    504: (
+        "Not scored before the request deadline.",
+        _example(
+            "deadline_exceeded",
+            "deadline_exceeded",
+            "not answered within the 10 s deadline (waited 10.002 s); the service is "
+            "overloaded, retry later",
+        ),
+    ),
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error answers a route can give."""
-    meaning = {
-        400: "Empty, corrupt or truncated upload.",
-        404: "Unknown or expired image_id.",
-        408: "The request body did not arrive within VIRALIENCY_BODY_TIMEOUT_S.",
-        413: "Upload, pixel count or number of images over the limit.",
-        415: "Not an image in an accepted format.",
-        422: "Missing or invalid field or parameter.",
-        503: "Queue full, shutting down or not ready (see Retry-After).",
-        504: "Not scored before the request deadline.",
+    """OpenAPI entries for the error answers a route can give, each with its own example."""
+    return {
+        status: {
+            "model": ErrorResponse,
+            "description": ERRORS[status][0],
+            "content": {"application/json": {"examples": ERRORS[status][1]}},
+        }
+        for status in statuses
     }
-    return {s: {"model": ErrorResponse, "description": meaning[s]} for s in statuses}
+
+
+def mark_binary_files(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add `format: binary` to every file field (a string with contentMediaType
+    application/octet-stream, alone or as array items) of a generated OpenAPI schema, in place.
+
+    FastAPI writes file fields the OpenAPI 3.1 way (contentMediaType); Swagger UI shows a file
+    picker only for `format: binary`, and a text box otherwise, which sends text (422).
+    """
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("contentMediaType") == "application/octet-stream":
+                node.setdefault("format", "binary")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema.get("components", {}))
+    return schema
 
 
 def upload_body(path: str, files: dict[str, str | list[str]]) -> dict[str, Any]:

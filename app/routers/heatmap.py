@@ -34,23 +34,25 @@ ImageId = Annotated[
         examples=[EXAMPLE_ID],
     ),
 ]
+# The examples are real heatmaps shipped with the page (app/static/examples): ReDoc fetches an
+# example's externalValue, and an example image_id is never in the store.
 IMAGE_EXAMPLE = {
-    "summary": "A 640x480 photo's heatmap",
-    "description": "The image's bytes: the jet-coloured map blended over the photo, 640x480.",
-    "externalValue": f"/heatmap?image_id={EXAMPLE_ID}",
+    "summary": "A 320x240 photo's heatmap",
+    "description": "The image's bytes: the jet-coloured map blended over the photo, 320x240.",
 }
 IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {
-            "image/png": {"examples": {"overlay": IMAGE_EXAMPLE}},
-            "image/jpeg": {
+            media: {
+                "schema": {"type": "string", "format": "binary"},
                 "examples": {
                     "overlay": {
                         **IMAGE_EXAMPLE,
-                        "externalValue": (f"/heatmap?image_id={EXAMPLE_ID}&format=jpeg"),
+                        "externalValue": f"/static/examples/heatmap.{extension}",
                     }
-                }
-            },
+                },
+            }
+            for media, extension in (("image/png", "png"), ("image/jpeg", "jpeg"))
         },
         "description": "The heatmap, at the image's own size within max_side (default "
         f"{DEFAULT_MAX_SIDE}).",

@@ -1,0 +1,5 @@
+"""`python -m cli`: the `viraliency` command without installing the package."""
+
+from cli.main import main
+
+main()
