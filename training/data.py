@@ -33,6 +33,7 @@ _SHOW_FIRST = 5  # how many offending rows an error or warning lists before "...
 
 DANKMEMES_CSV = "labels.csv"
 DANKMEMES_IMAGES = "images"
+REDDIT_SCORE = "Upvotes"  # the Reddit memes set: labels.csv (File, Upvotes, Created) + images/
 
 
 class DataError(ValueError):
@@ -214,7 +215,9 @@ def _filter_rows(
             len(items),
             _describe_bad(bad),
         )
-    logger.info("%s: read %d row(s), kept %d", csv_path, len(items), len(kept))
+    logger.info(
+        "%s: read %d row(s): used %d, skipped %d", csv_path, len(items), len(kept), n_bad_rows
+    )
     if items and not kept:
         raise DataError(f"{csv_path}: no usable rows left after skipping bad images")
     return kept
@@ -327,8 +330,30 @@ def read_dankmemes(
     )
 
 
-DataFormat = Literal["dankmemes", "scores", "pairs"]
-DATA_FORMATS: tuple[DataFormat, ...] = ("dankmemes", "scores", "pairs")
+def read_reddit(
+    folder: Path,
+    check_images: bool = True,
+    *,
+    on_bad_image: BadImagePolicy = "error",
+) -> list[ScoredImage]:
+    """Read the Reddit memes 2016-2018 set: `labels.csv` (File, Upvotes) and `images/`.
+
+    The upvote count is the virality score; same checks, messages and bad-image policy as
+    read_dankmemes (the log says how many rows were read, kept and skipped).
+    """
+    folder = Path(folder)
+    return _read_scores(
+        folder / DANKMEMES_CSV,
+        path_column="File",
+        score_column=REDDIT_SCORE,
+        check_images=check_images,
+        on_bad_image=on_bad_image,
+        image_root=folder / DANKMEMES_IMAGES,
+    )
+
+
+DataFormat = Literal["dankmemes", "reddit", "scores", "pairs"]
+DATA_FORMATS: tuple[DataFormat, ...] = ("dankmemes", "reddit", "scores", "pairs")
 
 
 def read_data(
@@ -341,6 +366,8 @@ def read_data(
     data = Path(data)
     if data_format == "dankmemes":
         return read_dankmemes(data, on_bad_image=on_bad_image), None
+    if data_format == "reddit":
+        return read_reddit(data, on_bad_image=on_bad_image), None
     if data_format == "scores":
         return read_scores_csv(data, on_bad_image=on_bad_image), None
     if data_format == "pairs":
@@ -353,7 +380,7 @@ def read_data(
 def split_root(data: Path, data_format: str) -> Path:
     """The folder a split's image names are relative to: `images/` or the CSV's folder."""
     data = Path(data)
-    return data / DANKMEMES_IMAGES if data_format == "dankmemes" else data.parent
+    return data / DANKMEMES_IMAGES if data_format in ("dankmemes", "reddit") else data.parent
 
 
 def scores_array(images: Sequence[ScoredImage]) -> NDArray[np.float64]:

@@ -17,7 +17,9 @@ from training.data import (
     LabelledPair,
     ScoredImage,
     read_dankmemes,
+    read_data,
     read_pairs_csv,
+    read_reddit,
     read_scores_csv,
     split_by_image,
     split_from_json,
@@ -61,7 +63,7 @@ def test_read_scores_csv_resolves_paths_and_keeps_order(
         images = read_scores_csv(csv_path)
     assert images == [ScoredImage(b.resolve(), 12.5), ScoredImage(a.resolve(), 0.0)]
     assert all(image.path.is_absolute() for image in images)
-    assert any("read 2 row(s), kept 2" in r.getMessage() for r in caplog.records)
+    assert any("read 2 row(s): used 2, skipped 0" in r.getMessage() for r in caplog.records)
 
 
 def test_read_scores_csv_custom_columns_extra_columns_and_bom(tmp_path: Path) -> None:
@@ -177,7 +179,7 @@ def test_skip_mode_drops_and_logs_count(tmp_path: Path, caplog: pytest.LogCaptur
     assert len(warnings) == 1
     assert "skipped 2 of 3 row(s)" in warnings[0]
     assert "row 2:" in warnings[0]
-    assert any("read 3 row(s), kept 1" in r.getMessage() for r in caplog.records)
+    assert any("read 3 row(s): used 1, skipped 2" in r.getMessage() for r in caplog.records)
 
 
 def test_skip_mode_for_pairs_drops_pairs_touching_bad_images(
@@ -222,6 +224,37 @@ def test_read_dankmemes_layout(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"labels\.csv: 1 image .*row 3: .*images/2\.jpg"):
         read_dankmemes(tmp_path)
     assert read_dankmemes(tmp_path, on_bad_image="skip") == [ScoredImage(one.resolve(), 2261.0)]
+
+
+def test_read_reddit_layout_counts_used_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A small Reddit-like folder: labels.csv (File, Upvotes, Created, Title) + images/."""
+    a = _image(tmp_path / "images" / "4vvxoj.jpg")
+    b = _image(tmp_path / "images" / "51gyvc.jpg")
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    rows = [
+        ["File", "Upvotes", "Created", "Title"],
+        ["4vvxoj.jpg", "65699", "2016-08-03T01:03:59Z", 'My brother\'s, "quoted" title'],
+        ["gone.jpg", "494", "2017-01-01T00:00:00Z", "missing image"],
+        ["51gyvc.jpg", "61328", "2016-09-06T19:33:59Z", ""],
+        ["broken.jpg", "1200", "2018-04-01T00:00:00Z", "undecodable"],
+    ]
+    _csv(tmp_path / "labels.csv", rows)
+    with pytest.raises(DataError, match=r"2 image reference\(s\) in 2 row\(s\)"):
+        read_reddit(tmp_path)
+    with caplog.at_level(logging.INFO, logger="training.data"):
+        images, pairs = read_data(tmp_path, "reddit", on_bad_image="skip")
+    assert pairs is None
+    assert images == [ScoredImage(a.resolve(), 65699.0), ScoredImage(b.resolve(), 61328.0)]
+    assert any("read 4 row(s): used 2, skipped 2" in r.getMessage() for r in caplog.records)
+
+
+def test_reddit_layout_needs_the_upvotes_column(tmp_path: Path) -> None:
+    _image(tmp_path / "images" / "x.jpg")
+    _csv(tmp_path / "labels.csv", [["File", "Engagement"], ["x.jpg", "3"]])
+    with pytest.raises(DataError, match=r"missing column\(s\) \['Upvotes'\]"):
+        read_reddit(tmp_path)
 
 
 @pytest.mark.skipif(
