@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Serve
+from .helpers import Serve
 from .imaging import jpeg, multipart
 
 KEY, HASHED_KEY, NEW_KEY = "k-3f9a1c-first", "k-77be02-hashed", "k-0d44e1-new"

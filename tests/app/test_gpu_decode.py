@@ -18,7 +18,7 @@ from app.errors import ApiError
 from app.gpu_decode import GpuDecodeStage, prepare_jpegs, use_gpu_decode
 from app.images import Prepared, prepare
 
-from .conftest import Serve, wait_until
+from .helpers import Serve, wait_until
 from .imaging import encode, jpeg_declaring_size, photo
 
 CPU = torch.device("cpu")

@@ -11,7 +11,7 @@ import pytest
 
 from app.ratelimit import MemoryBuckets
 
-from .conftest import Serve
+from .helpers import Serve
 from .imaging import jpeg, multipart
 from .redis_server import RedisServer, redis_server_fixture  # noqa: F401
 

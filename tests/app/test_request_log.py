@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from .conftest import Serve
+from .helpers import Serve
 from .imaging import jpeg, multipart
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from app.redis_store import pack, unpack
 from app.store import StoredImage
 
-from .conftest import Serve
+from .helpers import Serve
 from .imaging import jpeg, multipart
 from .redis_server import RedisServer, redis_server_fixture  # noqa: F401
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.settings import Settings
 from cli.main import cli
-from tests.app.conftest import running
+from tests.app.helpers import running
 from tests.app.imaging import png_declaring_size
 
 
