@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from model.backbones import Preprocessing
 from model.network import NetworkConfig, ViralityNet
+from model.viralnet import ViralNet, ViralNetConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ FORMAT = "viraliency-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# The architecture a config.json describes; configs written before there was a choice are LENA.
+DEFAULT_ARCH = "lena"
+
+Network = ViralityNet | ViralNet
 
 
 class CheckpointError(ValueError):
@@ -52,26 +57,25 @@ class Calibration:
 
 @dataclass
 class CheckpointInfo:
-    network: NetworkConfig
+    network: NetworkConfig | ViralNetConfig
     preprocessing: Preprocessing
     calibration: Calibration | None = None
     training: dict[str, Any] = field(default_factory=dict)  # data, licence, split, hparams
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self, model: ViralityNet) -> dict[str, Any]:
-        eta = model.pool.eta_values().float().cpu()
-        counts, edges = np.histogram(eta.numpy(), bins=10, range=(0.0, 1.0))
+    @property
+    def arch(self) -> str:
+        """ "lena" or one of model.viralnet.ARCHS."""
+        return self.network.arch if isinstance(self.network, ViralNetConfig) else DEFAULT_ARCH
+
+    def to_json(self, model: Network) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "arch": self.arch,
             "network": self.network.to_json(),
             "preprocessing": self.preprocessing.to_json(),
-            "eta": {
-                "mean": float(eta.mean()),
-                "min": float(eta.min()),
-                "max": float(eta.max()),
-                "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
-            },
+            **(_eta_summary(model) if isinstance(model, ViralityNet) else {}),
             "calibration": None if self.calibration is None else vars(self.calibration),
             "training": self.training,
             "metrics": self.metrics,
@@ -80,8 +84,16 @@ class CheckpointInfo:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckpointInfo:
         calibration = data.get("calibration")
+        arch = str(data.get("arch", DEFAULT_ARCH))
+        network: NetworkConfig | ViralNetConfig
+        if arch == DEFAULT_ARCH:
+            network = NetworkConfig.from_json(data["network"])
+        else:
+            network = ViralNetConfig.from_json(data["network"])
+            if network.arch != arch:
+                raise ValueError(f"arch {arch!r} but the network config describes {network.arch!r}")
         return cls(
-            network=NetworkConfig.from_json(data["network"]),
+            network=network,
             preprocessing=Preprocessing.from_json(data["preprocessing"]),
             calibration=Calibration(calibration["quantiles"]) if calibration else None,
             training=dict(data.get("training") or {}),
@@ -89,7 +101,20 @@ class CheckpointInfo:
         )
 
 
-def save_checkpoint(model: ViralityNet, info: CheckpointInfo, folder: Path) -> None:
+def _eta_summary(model: ViralityNet) -> dict[str, Any]:
+    eta = model.pool.eta_values().float().cpu()
+    counts, edges = np.histogram(eta.numpy(), bins=10, range=(0.0, 1.0))
+    return {
+        "eta": {
+            "mean": float(eta.mean()),
+            "min": float(eta.min()),
+            "max": float(eta.max()),
+            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
+        }
+    }
+
+
+def save_checkpoint(model: Network, info: CheckpointInfo, folder: Path) -> None:
     """Write the folder; each file is written aside and renamed into place, so a run killed
     while saving (training saves at every new best) never leaves a half-written file."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,13 +170,29 @@ def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Ten
 def load_checkpoint(
     folder: Path, device: str | torch.device = "cpu"
 ) -> tuple[ViralityNet, CheckpointInfo]:
-    """Rebuild the network from config.json and fill it from model.safetensors (eval mode)."""
+    """Rebuild a LENA network from config.json and fill it from model.safetensors (eval mode)."""
+    model, info = load_network(folder, device)
+    if not isinstance(model, ViralityNet):
+        raise CheckpointError(
+            f"{folder} holds a {info.arch} network, not a LENA one: load it with load_network"
+        )
+    return model, info
+
+
+def load_network(
+    folder: Path, device: str | torch.device = "cpu"
+) -> tuple[Network, CheckpointInfo]:
+    """Rebuild the network of any architecture from config.json and model.safetensors."""
     folder = Path(folder)
     info = read_info(folder)
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path} not found: a checkpoint folder needs {WEIGHTS_FILE}")
-    model = ViralityNet(info.network, pretrained=False)
+    model: Network
+    if isinstance(info.network, ViralNetConfig):
+        model = ViralNet(info.network, pretrained=False)
+    else:
+        model = ViralityNet(info.network, pretrained=False)
     try:
         tensors = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types
