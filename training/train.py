@@ -325,6 +325,8 @@ def read_images(cfg: TrainConfig) -> tuple[list[ScoredImage], list[LabelledPair]
 def network_settings(info: CheckpointInfo) -> dict[str, Any]:
     """The TrainConfig values that built a checkpoint's network."""
     net = info.network
+    if not isinstance(net, NetworkConfig):
+        raise CheckpointError(f"a {info.arch} checkpoint cannot resume LENA training")
     return {
         "backbone": net.backbone,
         "pooling": net.pooling,
