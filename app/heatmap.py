@@ -67,3 +67,18 @@ def encode(rgb: NDArray[np.uint8], image_format: ImageFormat, jpeg_quality: int 
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {image_format}")
     return buffer.tobytes()
+
+
+# One colour per pyramid level (RGB): full resolution white, 1/2 yellow, 1/4 cyan, then magenta.
+BOX_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 0, 220))
+
+
+def outline(
+    rgb: NDArray[np.uint8], boxes: list[tuple[int, int, int, int]], thickness: int = 2
+) -> NDArray[np.uint8]:
+    """A copy of rgb with each (x, y, width, height) box outlined, in BOX_COLOURS order."""
+    out = np.ascontiguousarray(rgb).copy()
+    for i, (x, y, w, h) in enumerate(boxes):
+        colour = BOX_COLOURS[min(i, len(BOX_COLOURS) - 1)]
+        cv2.rectangle(out, (x, y), (x + max(w, 1) - 1, y + max(h, 1) - 1), colour, thickness)
+    return out

@@ -12,8 +12,10 @@ from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 from pydantic import BeforeValidator
 
 from app.deps import ServiceDep
-from app.heatmap import COLORMAPS, MEDIA_TYPES, ImageFormat, encode, render
+from app.engine import Engine
+from app.heatmap import COLORMAPS, MEDIA_TYPES, ImageFormat, encode, outline, render
 from app.images import decode
+from app.regions import stored_crop_regions
 from app.schemas import EXAMPLE_ID, error_responses, upload_body
 from app.store import StoredImage
 from app.uploads import UploadRoute, read_upload
@@ -116,8 +118,11 @@ def drawn_size(width: int, height: int, max_side: int | None) -> tuple[int, int]
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes:
-    """Blocking: decode the photo again (unless mode=map), render, encode."""
+def draw(
+    stored: StoredImage, options: HeatmapOptions, max_pixels: int, engine: Engine | None = None
+) -> bytes:
+    """Blocking: decode the photo again (unless mode=map), render, encode. With a ViralNet
+    engine, its spatial transformers' crops are outlined over the map, one colour per level."""
     width, height = drawn_size(stored.width, stored.height, options.max_side)
     photo = None if options.mode == "map" else decode(stored.upload, "stored image", max_pixels)
     if photo is not None and (width, height) != (stored.width, stored.height):
@@ -132,6 +137,16 @@ def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes
         colormap=options.colormap,
         alpha=options.alpha,
     )
+    if engine is not None and engine.localises:
+        sx, sy = width / stored.width, height / stored.height
+        crops = stored_crop_regions(engine, stored, max_pixels)
+        rgb = outline(
+            rgb,
+            [
+                (round(r.x * sx), round(r.y * sy), round(r.width * sx), round(r.height * sy))
+                for r in crops
+            ],
+        )
     return encode(rgb, options.image_format)
 
 
@@ -144,7 +159,7 @@ def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes
 async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) -> Response:
     """The viraliency map (eq. 7) upsampled to the image's size, blended over it by default."""
     stored = service.stored(image_id)
-    body = await service.render(draw, stored, options, service.settings.max_pixels)
+    body = await service.render(draw, stored, options, service.settings.max_pixels, service.engine)
     return Response(body, media_type=MEDIA_TYPES[options.image_format])
 
 
@@ -166,6 +181,8 @@ async def post_heatmap(
         upload = await read_upload(image, "image", service.settings)
         (scored,) = await admission.score([upload], keep=False)
         stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
-        body = await service.render(draw, stored, options, service.settings.max_pixels)
+        body = await service.render(
+            draw, stored, options, service.settings.max_pixels, service.engine
+        )
     headers = {"X-Image-Id": scored.image_id, "X-Viraliency-Score": f"{scored.score:.6g}"}
     return Response(body, media_type=MEDIA_TYPES[options.image_format], headers=headers)
