@@ -22,10 +22,11 @@ import torch
 from numpy.typing import NDArray
 
 from app.settings import Settings
-from model.checkpoint import CheckpointInfo, load_checkpoint
+from model.checkpoint import CheckpointInfo, Network, load_network
 from model.devices import resolve_device
 from model.images import normalise
-from model.network import ViralityNet
+from model.predict import predict
+from model.viralnet import ViralNet
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ class Prediction:
 
 
 class Engine:
-    """A loaded ViralityNet plus its preprocessing; `predict` is called by one thread only."""
+    """A loaded network plus its preprocessing; `predict` is called by one thread only."""
 
-    def __init__(self, net: ViralityNet, info: CheckpointInfo, device: torch.device) -> None:
+    def __init__(self, net: Network, info: CheckpointInfo, device: torch.device) -> None:
         self.net = net
         self.info = info
         self.device = device
@@ -68,7 +69,7 @@ class Engine:
     def load(cls, folder: Path, device: str) -> Engine:
         started = time.perf_counter()
         resolved = resolve_device(device)
-        net, info = load_checkpoint(folder, resolved)
+        net, info = load_network(folder, resolved)
         log.info(
             "checkpoint loaded",
             extra={
@@ -77,7 +78,7 @@ class Engine:
                 "device": str(resolved),
                 "device_name": _device_name(resolved),
                 "backbone": info.network.backbone,
-                "pooling": info.network.pooling,
+                "arch": info.arch,
                 "input_size": info.preprocessing.input_size,
                 "calibrated": info.calibration is not None,
                 "seconds": round(time.perf_counter() - started, 3),
@@ -107,10 +108,26 @@ class Engine:
         """Score a batch of squashed (S, S, 3) uint8 RGB images; one Prediction each, in order."""
         x = self.to_input(np.stack(images))
         with self._autocast():
-            scores, maps = self.net.viraliency(x)  # (B,), (B, h, w)
+            scores, maps, _ = predict(self.net, x)  # (B,), (B, h, w)
         scores_np = scores.float().cpu().numpy()
         maps_np = maps.float().cpu().numpy()
         return [Prediction(float(s), m) for s, m in zip(scores_np, maps_np, strict=True)]
+
+    @property
+    def localises(self) -> bool:
+        """Whether the network crops regions with spatial transformers (ViralNet)."""
+        return isinstance(self.net, ViralNet)
+
+    @torch.inference_mode()
+    def crop_transforms(self, pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """A ViralNet's (s, t_x, t_y) per pyramid level for one squashed (S, S, 3) image.
+        -> (K, 3); (0, 3) for LENA. Safe beside `predict`: the network is in eval mode."""
+        if not isinstance(self.net, ViralNet):
+            return np.zeros((0, 3), dtype=np.float32)
+        with self._autocast():
+            transforms = predict(self.net, self.to_input(pixels[None])).transforms
+        assert transforms is not None
+        return np.asarray(transforms[0].float().cpu().numpy(), dtype=np.float32)
 
     def warm_up(self, batch_size: int) -> float:
         """Run dummy batches (1, then the largest) so the first request pays no set-up costs;

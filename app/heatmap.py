@@ -7,6 +7,7 @@ max_side says otherwise: a 12-megapixel photo's full-size PNG is ~18 MB of mostl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -90,6 +91,21 @@ def encode(rgb: NDArray[np.uint8], image_format: ImageFormat, jpeg_quality: int 
     return buffer.tobytes()
 
 
+# One colour per pyramid level (RGB): full resolution white, 1/2 yellow, 1/4 cyan, then magenta.
+BOX_COLOURS = ((255, 255, 255), (255, 220, 0), (0, 220, 255), (255, 0, 220))
+
+
+def outline(
+    rgb: NDArray[np.uint8], boxes: list[tuple[int, int, int, int]], thickness: int = 2
+) -> NDArray[np.uint8]:
+    """A copy of rgb with each (x, y, width, height) box outlined, in BOX_COLOURS order."""
+    out = np.ascontiguousarray(rgb).copy()
+    for i, (x, y, w, h) in enumerate(boxes):
+        colour = BOX_COLOURS[min(i, len(BOX_COLOURS) - 1)]
+        cv2.rectangle(out, (x, y), (x + max(w, 1) - 1, y + max(h, 1) - 1), colour, thickness)
+    return out
+
+
 def drawn_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """The image's size, scaled down to fit max_side x max_side (keeping its aspect ratio)."""
     if max(width, height) <= max_side:
@@ -98,8 +114,14 @@ def drawn_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes:
-    """Blocking: decode the photo again (unless mode=map), render, encode."""
+def draw(
+    stored: StoredImage,
+    options: HeatmapOptions,
+    max_pixels: int,
+    boxes: Sequence[tuple[int, int, int, int]] = (),
+) -> bytes:
+    """Blocking: decode the photo again (unless mode=map), render, encode. `boxes` (x, y,
+    width, height in the stored image's pixels; a ViralNet's crops) are outlined over it."""
     width, height = drawn_size(stored.width, stored.height, options.max_side)
     photo = None if options.mode == "map" else decode(stored.upload, "stored image", max_pixels)
     if photo is not None and (width, height) != (stored.width, stored.height):
@@ -114,4 +136,10 @@ def draw(stored: StoredImage, options: HeatmapOptions, max_pixels: int) -> bytes
         colormap=options.colormap,
         alpha=options.alpha,
     )
+    if boxes:
+        sx, sy = width / stored.width, height / stored.height
+        scaled = [
+            (round(x * sx), round(y * sy), round(w * sx), round(h * sy)) for x, y, w, h in boxes
+        ]
+        rgb = outline(rgb, scaled)
     return encode(rgb, options.image_format)

@@ -63,6 +63,12 @@ class RegionBox(BaseModel):
     height: int = Field(description="Box height in pixels.", examples=[180])
     peak: float = Field(description="Largest viraliency map value (eq. 7) inside.", examples=[0.9])
     mean: float = Field(description="Mean viraliency map value inside.", examples=[0.41])
+    scale: float | None = Field(
+        default=None,
+        description="ViralNet only: the resolution (1, 0.5, 0.25) of the pyramid level whose "
+        "spatial transformer cropped this box; null for LENA's map regions.",
+        examples=[0.5],
+    )
 
 
 class RegionsResponse(BaseModel):

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from model.backbones import BACKBONES, Preprocessing
 from model.lena import POOLINGS
 from model.network import NetworkConfig, ViralityNet
+from model.viralnet import ViralNet, ViralNetConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 IMAGENET_CLASSES = 1000  # objectness class ids index the pretrained ImageNet classifier
+# The architecture a config.json describes; configs written before there was a choice are LENA.
+DEFAULT_ARCH = "lena"
+
+Network = ViralityNet | ViralNet
 
 
 class CheckpointError(ValueError):
@@ -54,26 +59,25 @@ class Calibration:
 
 @dataclass
 class CheckpointInfo:
-    network: NetworkConfig
+    network: NetworkConfig | ViralNetConfig
     preprocessing: Preprocessing
     calibration: Calibration | None = None
     training: dict[str, Any] = field(default_factory=dict)  # data, licence, split, hparams
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self, model: ViralityNet) -> dict[str, Any]:
-        eta = model.pool.eta_values().float().cpu()
-        counts, edges = np.histogram(eta.numpy(), bins=10, range=(0.0, 1.0))
+    @property
+    def arch(self) -> str:
+        """ "lena" or one of model.viralnet.ARCHS."""
+        return self.network.arch if isinstance(self.network, ViralNetConfig) else DEFAULT_ARCH
+
+    def to_json(self, model: Network) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "arch": self.arch,
             "network": self.network.to_json(),
             "preprocessing": self.preprocessing.to_json(),
-            "eta": {
-                "mean": float(eta.mean()),
-                "min": float(eta.min()),
-                "max": float(eta.max()),
-                "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
-            },
+            **(_eta_summary(model) if isinstance(model, ViralityNet) else {}),
             "calibration": None if self.calibration is None else vars(self.calibration),
             "training": self.training,
             "metrics": self.metrics,
@@ -82,8 +86,16 @@ class CheckpointInfo:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckpointInfo:
         calibration = data.get("calibration")
+        arch = str(data.get("arch", DEFAULT_ARCH))
+        network: NetworkConfig | ViralNetConfig
+        if arch == DEFAULT_ARCH:
+            network = NetworkConfig.from_json(data["network"])
+        else:
+            network = ViralNetConfig.from_json(data["network"])
+            if network.arch != arch:
+                raise ValueError(f"arch {arch!r} but the network config describes {network.arch!r}")
         return cls(
-            network=NetworkConfig.from_json(data["network"]),
+            network=network,
             preprocessing=Preprocessing.from_json(data["preprocessing"]),
             calibration=Calibration(calibration["quantiles"]) if calibration else None,
             training=dict(data.get("training") or {}),
@@ -91,7 +103,20 @@ class CheckpointInfo:
         )
 
 
-def save_checkpoint(model: ViralityNet, info: CheckpointInfo, folder: Path) -> None:
+def _eta_summary(model: ViralityNet) -> dict[str, Any]:
+    eta = model.pool.eta_values().float().cpu()
+    counts, edges = np.histogram(eta.numpy(), bins=10, range=(0.0, 1.0))
+    return {
+        "eta": {
+            "mean": float(eta.mean()),
+            "min": float(eta.min()),
+            "max": float(eta.max()),
+            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
+        }
+    }
+
+
+def save_checkpoint(model: Network, info: CheckpointInfo, folder: Path) -> None:
     """Write the folder; each file is written aside and renamed into place, so a run killed
     while saving (training saves at every new best) never leaves a half-written file."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,10 +154,12 @@ def read_info(folder: Path) -> CheckpointInfo:
     return info
 
 
-def _network_problem(network: NetworkConfig) -> str | None:
+def _network_problem(network: NetworkConfig | ViralNetConfig) -> str | None:
     """What is wrong with the config's `network` entry, naming the field; None if nothing."""
     if network.backbone not in BACKBONES:
         return f"network.backbone {network.backbone!r} is unknown; known: {', '.join(BACKBONES)}"
+    if isinstance(network, ViralNetConfig):
+        return _viralnet_problem(network)
     if network.pooling not in POOLINGS:
         return f"network.pooling {network.pooling!r} is unknown; known: {', '.join(POOLINGS)}"
     if not 0.0 <= network.eta_init <= 1.0:  # also catches NaN
@@ -147,6 +174,16 @@ def _network_problem(network: NetworkConfig) -> str | None:
             f"network.objectness_classes has unknown ImageNet class id(s) {bad[:5]}; "
             f"ids are integers in [0, {IMAGENET_CLASSES - 1}]"
         )
+    return None
+
+
+def _viralnet_problem(network: ViralNetConfig) -> str | None:
+    if network.scales < 1:
+        return f"network.scales is {network.scales}; it must be at least 1"
+    if not 0.0 < network.scale_init <= 1.0:  # also catches NaN
+        return f"network.scale_init is {network.scale_init}; it must be in (0, 1]"
+    if network.categories not in ("none", "imagenet", "probe"):
+        return f"network.categories {network.categories!r} is unknown; known: none, imagenet, probe"
     return None
 
 
@@ -208,14 +245,30 @@ def _check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Ten
 def load_checkpoint(
     folder: Path, device: str | torch.device = "cpu"
 ) -> tuple[ViralityNet, CheckpointInfo]:
-    """Rebuild the network from config.json and fill it from model.safetensors (eval mode)."""
+    """Rebuild a LENA network from config.json and fill it from model.safetensors (eval mode)."""
+    model, info = load_network(folder, device)
+    if not isinstance(model, ViralityNet):
+        raise CheckpointError(
+            f"{folder} holds a {info.arch} network, not a LENA one: load it with load_network"
+        )
+    return model, info
+
+
+def load_network(
+    folder: Path, device: str | torch.device = "cpu"
+) -> tuple[Network, CheckpointInfo]:
+    """Rebuild the network of any architecture from config.json and model.safetensors."""
     folder = Path(folder)
     info = read_info(folder)
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path} not found: a checkpoint folder needs {WEIGHTS_FILE}")
+    model: Network
     try:
-        model = ViralityNet(info.network, pretrained=False)
+        if isinstance(info.network, ViralNetConfig):
+            model = ViralNet(info.network, pretrained=False)
+        else:
+            model = ViralityNet(info.network, pretrained=False)
     except ValueError as exc:  # e.g. objectness classes on a backbone without a classifier
         raise CheckpointError(f"{folder / CONFIG_FILE}: network: {exc}") from exc
     try:

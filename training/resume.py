@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from model.checkpoint import CheckpointError, CheckpointInfo, read_info
+from model.network import NetworkConfig
 from training.config import ConfigError, TrainConfig
 from training.data import ScoredImage, Split, split_from_json, split_root
 
@@ -22,6 +23,8 @@ log = logging.getLogger("viraliency.train.resume")
 def network_settings(info: CheckpointInfo) -> dict[str, Any]:
     """The TrainConfig values that built a checkpoint's network."""
     net = info.network
+    if not isinstance(net, NetworkConfig):
+        raise CheckpointError(f"a {info.arch} checkpoint cannot resume LENA training")
     return {
         "backbone": net.backbone,
         "pooling": net.pooling,

@@ -10,7 +10,8 @@ from pydantic import BeforeValidator
 
 from app.deps import AdmissionDep, ServiceDep
 from app.errors import ApiError
-from app.heatmap import COLORMAPS, DEFAULT_MAX_SIDE, MEDIA_TYPES, HeatmapOptions, draw
+from app.heatmap import COLORMAPS, DEFAULT_MAX_SIDE, MEDIA_TYPES, HeatmapOptions
+from app.regions import draw_explained
 from app.schemas import EXAMPLE_ID, error_responses, upload_body
 from app.service import Service
 from app.store import StoredImage, StoreUnavailableError
@@ -131,7 +132,9 @@ async def stored_or_404(service: Service, image_id: str) -> StoredImage:
 async def get_heatmap(image_id: ImageId, options: Options, service: ServiceDep) -> Response:
     """The viraliency map (eq. 7) upsampled to the image's size, blended over it by default."""
     stored = await stored_or_404(service, image_id)
-    body = await service.render(draw, stored, options, service.settings.max_pixels)
+    body = await service.render(
+        draw_explained, stored, options, service.settings.max_pixels, service.engine
+    )
     return Response(body, media_type=MEDIA_TYPES[options.image_format])
 
 
@@ -153,6 +156,8 @@ async def post_heatmap(
     upload = await read_upload(image, "image", service.settings)
     (scored,) = await admission.score([upload], keep=False)
     stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
-    body = await service.render(draw, stored, options, service.settings.max_pixels)
+    body = await service.render(
+        draw_explained, stored, options, service.settings.max_pixels, service.engine
+    )
     headers = {"X-Image-Id": scored.image_id, "X-Viraliency-Score": f"{scored.score:.6g}"}
     return Response(body, media_type=MEDIA_TYPES[options.image_format], headers=headers)

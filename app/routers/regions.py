@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 
 from app.deps import AdmissionDep, ServiceDep
-from app.regions import salient_regions
+from app.regions import salient_regions, stored_crop_regions
 from app.routers.heatmap import ImageId, stored_or_404
 from app.schemas import RegionBox, RegionsResponse, error_responses, upload_body
 from app.store import StoredImage
@@ -31,9 +31,15 @@ MaxRegions = Annotated[int, Query(ge=1, le=100, description="Most boxes to retur
 async def _regions(
     service: ServiceDep, image_id: str, stored: StoredImage, threshold: float, limit: int
 ) -> RegionsResponse:
-    found = await service.render(
-        salient_regions, stored.viraliency, stored.width, stored.height, threshold, limit
-    )
+    if service.engine.localises:  # ViralNet: its spatial transformers' crops, one per level
+        crops = await service.render(
+            stored_crop_regions, service.engine, stored, service.settings.max_pixels
+        )
+        found = crops[:limit]
+    else:
+        found = await service.render(
+            salient_regions, stored.viraliency, stored.width, stored.height, threshold, limit
+        )
     return RegionsResponse(
         image_id=image_id,
         width=stored.width,

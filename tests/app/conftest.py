@@ -73,3 +73,29 @@ def serve(settings_for: Callable[..., Settings]) -> Serve:
 async def client(serve: Serve) -> AsyncIterator[httpx.AsyncClient]:
     async with serve() as (_, http):
         yield http
+
+
+@pytest.fixture(scope="session")
+def viralnet_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ViralNet-M with random weights whose localisers move the crops per image (their
+    last layers start at zero, which would give every image the same centred crops)."""
+    from model.viralnet import ViralNet, config_for_arch
+
+    torch.manual_seed(0)
+    net = ViralNet(config_for_arch("viralnet-m", "tiny"), pretrained=False).eval()
+    with torch.no_grad():
+        for loc in net.localisers:
+            loc.out.weight.normal_(0.0, 0.05)
+    size = net.preprocessing.input_size
+    images = np.stack([photo(size, size, seed) for seed in range(64)])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(net.preprocessing.mean).view(1, 3, 1, 1)
+    std = torch.tensor(net.preprocessing.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        scores = net((x - mean) / std).numpy()
+    info = CheckpointInfo(
+        net.config, net.preprocessing, Calibration.from_scores(scores), training=TRAINING
+    )
+    folder = tmp_path_factory.mktemp("viralnet-checkpoint")
+    save_checkpoint(net, info, folder)
+    return folder
