@@ -14,15 +14,12 @@ beforehand and keeps it fixed). Two sources:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from model.backbones import Backbone
-
-if TYPE_CHECKING:
-    from model.viralnet import ViralNetConfig
 
 SOURCES = ("none", "imagenet", "probe")
 IMAGENET_CLASSES = 1000
@@ -43,23 +40,26 @@ class CategoryHead(nn.Module):
         return int(self.class_weight.shape[0])
 
     @classmethod
-    def build(cls, config: ViralNetConfig, backbone: Backbone) -> CategoryHead:
+    def build(
+        cls, source: str, category_names: Sequence[str], backbone_name: str, backbone: Backbone
+    ) -> CategoryHead:
+        """The frozen category features of ViralNet-C: `source` is one of SOURCES."""
         channels = backbone.channels
-        if config.categories == "none":
+        if source == "none":
             return cls(torch.zeros(0, channels), torch.zeros(0), "sigmoid")
-        if config.categories == "imagenet":
+        if source == "imagenet":
             if backbone.classifier is None:
                 raise ValueError(
-                    f"backbone {config.backbone!r} has no ImageNet classifier: use "
+                    f"backbone {backbone_name!r} has no ImageNet classifier: use "
                     "categories='probe' with category labels, or another backbone"
                 )
             return cls(backbone.classifier.weight, backbone.classifier.bias, "softmax")
-        if config.categories == "probe":
-            if not config.category_names:
+        if source == "probe":
+            if not category_names:
                 raise ValueError("categories='probe' needs category_names (the label columns)")
-            k = len(config.category_names)
+            k = len(category_names)
             return cls(torch.zeros(k, channels), torch.zeros(k), "sigmoid")
-        raise ValueError(f"unknown categories {config.categories!r}; choose one of {SOURCES}")
+        raise ValueError(f"unknown categories {source!r}; choose one of {SOURCES}")
 
     def set_probe(self, weight: Tensor, bias: Tensor) -> None:
         """Install a trained probe (K, L), (K,); it stays frozen from then on."""

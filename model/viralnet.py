@@ -83,7 +83,9 @@ class ViralNet(nn.Module):
         self.localisers = nn.ModuleList(
             Localiser(channels, config.scale_init / 2**k) for k in range(config.scales)
         )
-        self.categories = CategoryHead.build(config, backbone)
+        self.categories = CategoryHead.build(
+            config.categories, config.category_names, config.backbone, backbone
+        )
         n_inputs = (1 + config.scales) * channels + self.categories.size
         self.ranker = nn.Linear(n_inputs, 1)
 
