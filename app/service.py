@@ -34,7 +34,8 @@ from app.images import Prepared, prepare
 from app.metrics import Metrics
 from app.rate import ServiceRate
 from app.settings import Settings
-from app.store import StoredImage, open_store
+from app.store import StoredImage
+from app.stores import open_store
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ asked for costs milliseconds) and the small eq. (7) map, never the decoded pixel
 - `app.redis_store.RedisStore` (`VIRALIENCY_HEATMAP_STORE_URL=redis://...`): one Redis shared by
   every replica, so any replica answers for an image another one scored.
 
-`open_store` picks one from the settings. A store that cannot be reached says so: `put` answers
+`app.stores.open_store` picks one from the settings. A store that cannot be reached says so: `put` answers
 False (the image is scored, not kept) and `get` raises `StoreUnavailableError` (503).
 """
 
@@ -173,12 +173,3 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-
-def open_store(settings: Settings, on_failure: Callable[[str], None]) -> AsyncStore:
-    """The store the settings name; on_failure(operation) is called for each failed call."""
-    if settings.heatmap_store_url is None:
-        return MemoryStore(settings)
-    from app.redis_store import RedisStore  # the redis client only when it is used
-
-    return RedisStore(settings, on_failure)
