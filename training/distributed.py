@@ -12,6 +12,11 @@ import torch
 import torch.distributed as dist
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun), before any process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def distributed_backend(device: torch.device) -> str:
     """nccl for CUDA tensors, gloo for CPU ones: the training device decides, not the host."""
     return "nccl" if device.type == "cuda" else "gloo"

