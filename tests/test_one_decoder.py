@@ -60,6 +60,7 @@ def odd_files() -> dict[str, bytes]:
         "exif_rotated.jpg": save(rgb, "JPEG", quality=90, exif=exif.tobytes()),
         "animated.gif": save(frames[0], "GIF", save_all=True, append_images=[frames[1]]),
         "gray_alpha.png": save(gray_alpha, "PNG"),
+        "float.tiff": save(Image.fromarray(photo(60, 40, 9)[:, :, 0].astype(np.float32)), "TIFF"),
         "large.jpg": save(Image.fromarray(photo(900, 600, 7)), "JPEG", quality=90),
         "large_rotated.jpg": save(
             Image.fromarray(photo(700, 520, 8)), "JPEG", quality=90, exif=exif.tobytes()
@@ -107,3 +108,4 @@ def test_the_odd_files_really_are_odd() -> None:
     assert modes["palette_trns.png"] == ("P", True, "PNG")
     assert modes["animated.gif"][2] == "GIF"
     assert modes["gray_alpha.png"][0] == "LA"
+    assert modes["float.tiff"][0] == "F"
