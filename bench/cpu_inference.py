@@ -174,6 +174,7 @@ def main() -> None:
             100.0 * pairwise_agreement(reference, scores),
             float(np.max(np.abs(scores - reference))),
         )
+        print(f"{name}: agreement {agreement[name]}", file=sys.stderr, flush=True)
     print(f"set-up and agreement: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     timed = time_batches(made, images, pre, args.batch, args.reps)
     header = " | ".join(f"batch {b} images/s" for b in args.batch)

@@ -154,14 +154,15 @@ def table(
             n: [float(np.median(r[k].latencies_ms)) if r[k].latencies_ms else 0.0 for r in runs]
             for n, runs in results.items()
         }
-        ratio = statistics.mean(rates["ours"]) / max(statistics.mean(rates["litserve"]), 1e-9)
+        peer = statistics.mean(rates["litserve"])
+        ratio = f"{statistics.mean(rates['ours']) / peer:.2f}" if peer > 0 else "n/a"
 
         def show(values: list[float], digits: int = 0) -> str:
             return " / ".join(f"{v:.{digits}f}" for v in values)
 
         lines.append(
             f"| {concurrency} | {show(rates['ours'], 1)} | {show(rates['litserve'], 1)} | "
-            f"{ratio:.2f} | {show(p50['ours'], 1)} | {show(p50['litserve'], 1)} |"
+            f"{ratio} | {show(p50['ours'], 1)} | {show(p50['litserve'], 1)} |"
         )
     errors = sum(level.errors for runs in results.values() for run in runs for level in run)
     lines.append(f"\nfailed requests: {errors}")
