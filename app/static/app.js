@@ -259,6 +259,9 @@ function scoreCard(file) {
   item.querySelector(".name").textContent = file.name;
   const img = item.querySelector("img");
   img.alt = `Preview of ${file.name}`;
+  img.addEventListener("error", () => {
+    if (!img.dataset.heatmap) img.hidden = true; // the browser cannot show it either
+  });
   img.src = URL.createObjectURL(file);
   img.dataset.objectUrl = img.src;
   return item;
