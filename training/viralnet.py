@@ -10,8 +10,7 @@ localisers learn). Trained: the localisers and the ranker's linear unit.
 
 Phases: read and split the data (the same split_by_image as LENA, so both are scored on the
 same validation images) -> decode and squash the images -> cache the pyramid's trunk features
--> (-c / -mc with --categories probe: fit the category probe, then freeze it) -> epochs of
-fresh pairs (the same PairSampler protocols) -> validation metrics (training/evaluate.py) and
+-> epochs of fresh pairs (the same PairSampler protocols) -> validation metrics (training/evaluate.py) and
 the calibration -> checkpoint.
 """
 
@@ -65,7 +64,7 @@ class FitConfig:
     weight_decay: float = 1e-4
     penalty: float = 1.0  # weight of the spatial penalty
     jitter_area: float = 0.9  # each level is sampled in a random window of this area
-    categories: str = ""  # "" = the arch's default (imagenet for -c / -mc), or "probe"
+    categories: str = ""  # "" = the arch's default (imagenet for -c / -mc)
     val_fraction: float = 0.15
     seed: int = 0
 
@@ -163,9 +162,9 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     train_cache, val_cache = level_cache(net, train_px), level_cache(net, val_px)
     log.info("decoded and cached %d images in %.0f s", len(images), time.perf_counter() - started)
     if net.config.categories == "probe":
-        from training.viralnet_categories import fit_probe
-
-        fit_probe(net, data, split.train, train_cache[0])
+        # The probe on a data set's category labels (DANKMEMES: Meme, Manipulation, Visual) is
+        # not trained here yet: refuse rather than rank with an all-zero category network.
+        raise SystemExit("--categories probe is not implemented yet; use imagenet (the default)")
     # -- training: Adam on the localisers and the ranker -------------------------------------
     optimiser = torch.optim.Adam(
         [
