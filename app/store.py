@@ -9,8 +9,9 @@ asked for costs milliseconds) and the small eq. (7) map, never the decoded pixel
 - `app.redis_store.RedisStore` (`VIRALIENCY_HEATMAP_STORE_URL=redis://...`): one Redis shared by
   every replica, so any replica answers for an image another one scored.
 
-`app.stores.open_store` picks one from the settings. A store that cannot be reached says so: `put` answers
-False (the image is scored, not kept) and `get` raises `StoreUnavailableError` (503).
+`app.stores.open_store` picks one from the settings. A store that cannot be reached says so:
+`put` answers False (the image is scored, not kept) and `get` raises `StoreUnavailableError`
+(503).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ localisers learn). Trained: the localisers and the ranker's linear unit.
 
 Phases: read and split the data (the same split_by_image as LENA, so both are scored on the
 same validation images) -> decode and squash the images -> cache the pyramid's trunk features
--> epochs of fresh pairs (the same PairSampler protocols) -> validation metrics (training/evaluate.py) and
-the calibration -> checkpoint.
+-> epochs of fresh pairs (the same PairSampler protocols) -> validation metrics
+(training/evaluate.py) and the calibration -> checkpoint.
 """
 
 from __future__ import annotations
