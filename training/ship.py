@@ -59,14 +59,22 @@ def describe(sets: list[Dataset]) -> dict[str, Any]:
 
 
 def ship(specs: list[str], recipe_name: str, out: Path, k: int, seed: int, cache: Path) -> Path:
+    """Read and cache the datasets (`FORMAT=PATH`), then ship_sets."""
     started = time.monotonic()
+    sets = [load_dataset(spec, k, seed, cache) for spec in specs]
+    return ship_sets(sets, recipe_name, out, seed, time.monotonic() - started)
+
+
+def ship_sets(
+    sets: list[Dataset], recipe_name: str, out: Path, seed: int, features_s: float = 0.0
+) -> Path:
+    """Out-of-fold calibration and metrics, the fit on every image, the checkpoint."""
+    started = time.monotonic() - features_s
     recipe = RECIPES[recipe_name]
     if recipe.pooling == "ridge" or recipe.tta:
         raise ValueError(
             f"{recipe_name!r} cannot be shipped: the service runs one network on the plain image"
         )
-    sets = [load_dataset(spec, k, seed, cache) for spec in specs]
-    features_s = time.monotonic() - started
     oof = out_of_fold(recipe, sets, seed)
     metrics = {d.name: fold_summary(oof[d.name], d) for d in sets}
     views = torch.cat([d.views for d in sets], dim=1)
