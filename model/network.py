@@ -27,6 +27,8 @@ class NetworkConfig:
     eta_init: float = 0.5
     # ImageNet classes whose class activation maps are fused in (section 3.4); empty = off.
     objectness_classes: list[int] = field(default_factory=list)
+    # A fold ensemble (model/ensemble.py): this many members' pools and heads, stacked.
+    members: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -34,7 +36,11 @@ class NetworkConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NetworkConfig:
         known = {k: data[k] for k in ("backbone", "pooling", "eta_init") if k in data}
-        return cls(**known, objectness_classes=list(data.get("objectness_classes", [])))
+        return cls(
+            **known,
+            objectness_classes=list(data.get("objectness_classes", [])),
+            members=int(data.get("members", 1)),
+        )
 
 
 class Objectness(nn.Module):
@@ -95,13 +101,19 @@ class ViralityNet(nn.Module):
             self.objectness = Objectness(
                 backbone.classifier, config.objectness_classes, backbone.channels
             )
-        self.pool: GlobalPool = build_pool(config.pooling, backbone.channels, config.eta_init)
-        self.head = nn.Linear(backbone.channels, 1)
+        channels = backbone.channels * config.members
+        self.pool: GlobalPool = build_pool(config.pooling, channels, config.eta_init)
+        self.head = nn.Linear(channels, 1)
 
     def feature_maps(self, images: Tensor) -> Tensor:
-        """The latent concept detectors f_l. (B, 3, S, S) -> (B, L, h, w)"""
+        """The latent concept detectors f_l. (B, 3, S, S) -> (B, L, h, w)
+
+        A fold ensemble of M members sees M copies of them, (B, M * L, h, w): member j pools
+        and scores copy j (model/ensemble.py).
+        """
         f = self.trunk(images)
-        return self.objectness(f) if self.objectness is not None else f
+        f = self.objectness(f) if self.objectness is not None else f
+        return f.repeat(1, self.config.members, 1, 1) if self.config.members > 1 else f
 
     def score_features(self, f: Tensor) -> Tensor:
         """s = w . pool(f) + b. (B, L, h, w) -> (B,)"""

@@ -1,0 +1,61 @@
+"""Fold ensembles in one network: M members that share the trunk, with stacked pools and heads.
+
+Members trained on different folds share the frozen trunk but not eta or the head. Their
+mean score is again one network of the same form on M copies of the features:
+
+    s(I) = (1/M) sum_j (w_j . pool_{eta_j}(f) + b_j)
+         = [w_1/M, ..., w_M/M] . pool_[eta_1, ..., eta_M]([f, ..., f]) + mean_j b_j
+
+so a checkpoint holds one ViralityNet with `members = M` (NetworkConfig): M * L etas, one linear
+head of M * L weights, and one forward pass; the viraliency map of eq. (7) is then the mean of
+the members' maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from model.network import ViralityNet
+
+
+def stack_members(members: Sequence[ViralityNet]) -> ViralityNet:
+    """One network whose score is the mean of the members' scores (see above).
+
+    The members must share the backbone, pooling and trunk weights (a fold ensemble on a frozen
+    trunk); a member with a different trunk is refused, since only one trunk is kept.
+    """
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    first = members[0]
+    if first.config.members != 1:
+        raise ValueError("members must be single networks, not ensembles")
+    trunk = _shared_state(first)
+    for net in members[1:]:
+        if replace(net.config, eta_init=first.config.eta_init) != first.config:
+            raise ValueError(f"members differ in their network: {net.config} vs {first.config}")
+        other = _shared_state(net)
+        if any(not torch.equal(trunk[k], other[k]) for k in trunk):
+            raise ValueError("members must share the trunk's (and objectness fusion's) weights")
+    m = len(members)
+    stacked = ViralityNet(replace(first.config, members=m), pretrained=False)
+    stacked.preprocessing = first.preprocessing
+    with torch.no_grad():
+        stacked.trunk.load_state_dict(first.trunk.state_dict())
+        if first.objectness is not None and stacked.objectness is not None:
+            stacked.objectness.load_state_dict(first.objectness.state_dict())
+        for name, p in stacked.pool.named_parameters():  # LENA / GNAP: eta
+            p.copy_(torch.cat([dict(net.pool.named_parameters())[name] for net in members]))
+        stacked.head.weight.copy_(torch.cat([net.head.weight for net in members], dim=1) / m)
+        stacked.head.bias.copy_(torch.stack([net.head.bias for net in members]).mean(0))
+    return stacked.eval()
+
+
+def _shared_state(net: ViralityNet) -> dict[str, torch.Tensor]:
+    """The weights an ensemble keeps once: the trunk's and the objectness fusion's."""
+    state = {f"trunk.{k}": v for k, v in net.trunk.state_dict().items()}
+    if net.objectness is not None:
+        state.update({f"objectness.{k}": v for k, v in net.objectness.state_dict().items()})
+    return state

@@ -1,0 +1,236 @@
+"""k-fold cross-validation of every recipe on frozen features; prints the model card's table.
+
+    python -m training.crossval --data dankmemes=../shared/data/dankmemes2020-task1 \\
+        --data reddit=../shared/data/reddit-memes-2016-2018 --folds 5 --out weights/report
+
+For each dataset, each recipe (training/recipes.py) is fitted k times, on all but one fold of
+images, and scored on the held-out fold; per fold:
+
+    acc_2x  = pair accuracy on every held-out pair whose engagement differs >= 2x (after +1)
+    acc_x   = the paper's protocol: every top-k vs bottom-k pair, k = n_fold // 5
+
+reported as the mean over folds, the standard deviation and a 95% t interval of the mean
+(training/folds.py). Each fold is scored by its own model, so scores of different folds are
+never compared. "both" trains on the two datasets together (log engagement standardised per
+dataset: training/joint.py) on the same folds and scores each dataset's held-out fold.
+Cross-domain fits a recipe on all of one dataset and scores all of the other, summarised over
+the other's folds like the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.network import NetworkConfig, ViralityNet
+from training.cache import FromBlock, cached_inputs
+from training.data import read_dankmemes, read_reddit, scores_array, split_root
+from training.folds import Folds, make_folds, mean_and_interval
+from training.joint import joint_scores
+from training.pairs import extreme_pairs, ratio_pairs
+from training.recipes import FROZEN, Recipe, fit_recipe, score_views
+from training.tables import top_mean_table
+from training.train import pair_accuracy
+
+log = logging.getLogger("viraliency.crossval")
+
+VIEWS = 1  # the plain image, as the service scores it (a mirrored view: `Recipe.tta`, untried)
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("ridge probe", pooling="ridge"),
+        Recipe("GAP", pooling="gap"),
+        Recipe("GMP", pooling="gmp"),
+        Recipe("GNAP (eta 0.5 fixed)", pooling="gnap"),
+        Recipe("LENA eta 0", eta_init=0.0),
+        Recipe("LENA eta 0.5", eta_init=0.5),
+        Recipe("LENA eta 1", eta_init=1.0),
+        Recipe("LENA eta 1, random head", eta_init=1.0, head_init="random"),
+        Recipe("LENA eta 1, 5-fold ensemble", eta_init=1.0, members=5),
+    )
+}
+
+
+READERS = {"dankmemes": read_dankmemes, "reddit": read_reddit}
+
+
+@dataclass
+class Dataset:
+    name: str
+    root: Path
+    paths: list[Path]
+    scores: np.ndarray  # (N,) engagement
+    views: Tensor  # (V, N, C, K) fp16 top-n mean tables of the trunk's output
+    folds: Folds
+
+
+def load_dataset(spec: str, k: int, seed: int, cache_dir: Path) -> Dataset:
+    """`FORMAT=PATH` (dankmemes or reddit): images, scores, cached trunk outputs and folds."""
+    data_format, _, path = spec.partition("=")
+    # Existence is checked here; a file that does not decode stops the caching, naming it.
+    images = READERS[data_format](Path(path), check_images=False, on_bad_image="skip")
+    model = FromBlock(ViralityNet(NetworkConfig(pooling="gap")), FROZEN)
+    paths = [image.path for image in images]
+    views = top_mean_table(cached_inputs(model, paths, VIEWS, 0, torch.device("cpu"), cache_dir))
+    root = split_root(Path(path), data_format)
+    return Dataset(
+        data_format, root, paths, scores_array(images), views, make_folds(images, k, seed)
+    )
+
+
+def fold_metrics(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(acc on pairs >= 2x apart, acc on top-k vs bottom-k pairs, k = n // 5)."""
+    return (
+        pair_accuracy(predicted, ratio_pairs(truth, 2.0)),
+        pair_accuracy(predicted, extreme_pairs(truth, max(1, len(truth) // 5))),
+    )
+
+
+def summarise(per_fold: list[tuple[float, float]]) -> dict[str, Any]:
+    acc = [a for a, _ in per_fold]
+    extreme = [x for _, x in per_fold]
+    mean, sd, half = mean_and_interval(acc)
+    mean_x, sd_x, half_x = mean_and_interval(extreme)
+    return {
+        "folds": acc,
+        "mean": mean,
+        "sd": sd,
+        "ci95": [mean - half, mean + half],
+        "extreme_folds": extreme,
+        "extreme_mean": mean_x,
+        "extreme_sd": sd_x,
+        "extreme_ci95": [mean_x - half_x, mean_x + half_x],
+    }
+
+
+def out_of_fold(recipe: Recipe, sets: list[Dataset], seed: int) -> dict[str, np.ndarray]:
+    """Every image's score by the model of the fold that held it out, per dataset.
+
+    Fold i's model is fitted on every dataset's other folds together (one dataset: within
+    domain; several: engagement standardised per dataset, training/joint.py).
+    """
+    scores = {d.name: np.zeros(len(d.scores)) for d in sets}
+    for i in range(sets[0].folds.k):
+        views = torch.cat([d.views[:, d.folds.train(i)] for d in sets], dim=1)
+        targets = (
+            joint_scores([d.scores[d.folds.train(i)] for d in sets])
+            if len(sets) > 1
+            else sets[0].scores[sets[0].folds.train(i)]
+        )
+        scorer, _ = fit_recipe(recipe, views, targets, seed)
+        for d in sets:
+            test = d.folds.test(i)
+            scores[d.name][test] = score_views(scorer, d.views[:, test], recipe.tta)
+    return scores
+
+
+def fold_summary(predicted: np.ndarray, data: Dataset) -> dict[str, Any]:
+    """Per-fold accuracies of out-of-fold scores, their mean, spread and 95% interval."""
+    folds = [data.folds.test(i) for i in range(data.folds.k)]
+    return summarise([fold_metrics(predicted[t], data.scores[t]) for t in folds])
+
+
+def across(recipe: Recipe, source: Dataset, target: Dataset, seed: int) -> dict[str, Any]:
+    """Fit on all of `source`, score all of `target`, summarised over the target's folds.
+
+    (A bootstrap over all of the target's pairs would hold resamples x ~10^6 pair weights.)
+    """
+    scorer, _ = fit_recipe(recipe, source.views, source.scores, seed)
+    return fold_summary(score_views(scorer, target.views, recipe.tta), target)
+
+
+def _cell(result: dict[str, Any], key: str = "") -> str:
+    mean, sd, (lo, hi) = (result[f"{key}mean"], result[f"{key}sd"], result[f"{key}ci95"])
+    return f"{100 * mean:.1f} ± {100 * sd:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def table(results: dict[str, Any], names: list[str]) -> str:
+    """The markdown table of the model card: one row per recipe."""
+    columns = [f"{n} >= 2x" for n in names] + [f"{n} top/bottom" for n in names]
+    if "joint" in next(iter(results.values())):
+        columns += [f"both -> {n} >= 2x" for n in names]
+    lines = ["| recipe | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for recipe, r in results.items():
+        cells = [_cell(r["within"][n]) for n in names]
+        cells += [_cell(r["within"][n], "extreme_") for n in names]
+        if "joint" in r:
+            cells += [_cell(r["joint"][n]) for n in names]
+        lines.append(f"| {recipe} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cross_table(results: dict[str, Any]) -> str:
+    lines = ["| recipe | trained on -> scored on | pairs >= 2x | top/bottom |", "|---|---|---|---|"]
+    for recipe, r in results.items():
+        for direction, m in r.get("across", {}).items():
+            lines.append(f"| {recipe} | {direction} | {_cell(m)} | {_cell(m, 'extreme_')} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sets = [load_dataset(spec, args.folds, args.seed, args.cache) for spec in args.data]
+    names = [d.name for d in sets]
+    chosen = args.recipes or list(RECIPES)
+    results: dict[str, Any] = {}
+    for name in chosen:
+        recipe, started = RECIPES[name], time.monotonic()
+        r: dict[str, Any] = {"recipe": asdict(recipe)}
+        r["within"] = {
+            d.name: fold_summary(out_of_fold(recipe, [d], args.seed)[d.name], d) for d in sets
+        }
+        if len(sets) > 1 and not args.no_joint:
+            both = out_of_fold(recipe, sets, args.seed)
+            r["joint"] = {d.name: fold_summary(both[d.name], d) for d in sets}
+        if len(sets) > 1 and name in args.cross:
+            r["across"] = {
+                f"{a.name} -> {b.name}": across(recipe, a, b, args.seed)
+                for a in sets
+                for b in sets
+                if a is not b
+            }
+        r["seconds"] = time.monotonic() - started
+        results[name] = r
+        log.info("%s: %s (%.0f s)", name, {n: r["within"][n]["mean"] for n in names}, r["seconds"])
+    return {
+        "folds": {d.name: d.folds.to_json(d.root) for d in sets},
+        "seed": args.seed,
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Cross-validate the recipes on frozen MobileNetV2 features and print the table."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", action="append", required=True, help="FORMAT=PATH")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", nargs="*", choices=list(RECIPES), default=None)
+    parser.add_argument("--cross", nargs="*", default=["ridge probe"])
+    parser.add_argument("--no-joint", action="store_true")
+    parser.add_argument("--cache", type=Path, default=Path("cache"))
+    parser.add_argument("--out", type=Path, default=None, help="write crossval.json here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    report = run(args)
+    names = list(report["folds"])
+    print(table(report["results"], names))
+    print()
+    print(cross_table(report["results"]))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "crossval.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Fit the recipe that cross-validation chose on ALL images and write the checkpoint.
+
+    python -m training.ship --data dankmemes=../shared/data/dankmemes2020-task1 \\
+        --data reddit=../shared/data/reddit-memes-2016-2018 --recipe "LENA eta 1" --out weights
+
+(1) the recipe's k-fold out-of-fold scores (training/crossval.py): the calibration table for
+`percentile` (every image scored by a model that never saw it) and the recorded CV metrics;
+(2) the recipe fitted on every image of every dataset (no validation split is wasted once CV
+fixed the recipe; a fold ensemble's members are stacked into one network, model/ensemble.py);
+(3) the checkpoint: config.json + model.safetensors, with the data, licences and folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
+from model.ensemble import stack_members
+from training.crossval import RECIPES, Dataset, fold_summary, load_dataset, out_of_fold
+from training.joint import joint_scores
+from training.recipes import fit_recipe
+
+log = logging.getLogger("viraliency.ship")
+
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "dankmemes": {
+        "name": "DANKMEMES 2020 task 1 training images (1,280 of 1,600)",
+        "engagement": "likes + comments of the Instagram post (Italian political memes, 2019)",
+        "licence": "CC BY-NC-ND 4.0: non-commercial use only",
+        "citation": "Miliani et al., DANKMEMES @ EVALITA 2020",
+    },
+    "reddit": {
+        "name": "Reddit memes 2016-2018 (1,900 of 2,380 images)",
+        "engagement": "upvotes of the Reddit post (English memes, Aug 2016 - Apr 2018)",
+        "licence": "unknown (third-party Reddit posts): research and evaluation use only",
+        "citation": "Kaggle 'reddit-memes-dataset' (sayangoswami), via "
+        "stella-lu/meme-popularity-classifier-sofia-fall-2025@3a35221",
+    },
+}
+
+
+def describe(sets: list[Dataset]) -> dict[str, Any]:
+    return {
+        d.name: {
+            **DESCRIPTIONS.get(d.name, {}),
+            "images": len(d.scores),
+            "folds": d.folds.to_json(d.root),
+        }
+        for d in sets
+    }
+
+
+def ship(specs: list[str], recipe_name: str, out: Path, k: int, seed: int, cache: Path) -> Path:
+    """Read and cache the datasets (`FORMAT=PATH`), then ship_sets."""
+    started = time.monotonic()
+    sets = [load_dataset(spec, k, seed, cache) for spec in specs]
+    return ship_sets(sets, recipe_name, out, seed, time.monotonic() - started)
+
+
+def ship_sets(
+    sets: list[Dataset], recipe_name: str, out: Path, seed: int, features_s: float = 0.0
+) -> Path:
+    """Out-of-fold calibration and metrics, the fit on every image, the checkpoint."""
+    started = time.monotonic() - features_s
+    recipe = RECIPES[recipe_name]
+    if recipe.pooling == "ridge" or recipe.tta:
+        raise ValueError(
+            f"{recipe_name!r} cannot be shipped: the service runs one network on the plain image"
+        )
+    oof = out_of_fold(recipe, sets, seed)
+    metrics = {d.name: fold_summary(oof[d.name], d) for d in sets}
+    views = torch.cat([d.views for d in sets], dim=1)
+    targets = joint_scores([d.scores for d in sets]) if len(sets) > 1 else sets[0].scores
+    _, members = fit_recipe(recipe, views, targets, seed)
+    net = stack_members(members) if len(members) > 1 else members[0]
+    calibration = Calibration.from_scores(np.concatenate([oof[d.name] for d in sets]))
+    seconds = time.monotonic() - started
+    info = CheckpointInfo(
+        network=net.config,
+        preprocessing=net.preprocessing,
+        calibration=calibration,
+        training={
+            "data": describe(sets),
+            "recipe": asdict(recipe),
+            "trunk": "MobileNetV2 ImageNet weights, every block frozen; eta and head trained",
+            "calibration": "quantiles of the out-of-fold scores of every image",
+            "seed": seed,
+            "seconds": {"features": features_s, "total": seconds},
+        },
+        metrics={"crossval": metrics},
+    )
+    save_checkpoint(net, info, out)
+    load_checkpoint(out)  # refuse to leave a checkpoint the service could not load
+    log.info(
+        "shipped %r to %s in %.0f s: %s",
+        recipe_name,
+        out,
+        seconds,
+        {n: m["mean"] for n, m in metrics.items()},
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Fit the chosen recipe on all images and save the checkpoint."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", action="append", required=True, help="FORMAT=PATH")
+    parser.add_argument("--recipe", choices=list(RECIPES), required=True)
+    parser.add_argument("--out", type=Path, default=Path("weights"))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path("cache"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    ship(args.data, args.recipe, args.out, args.folds, args.seed, args.cache)
+
+
+if __name__ == "__main__":
+    main()
