@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from model.network import NetworkConfig, ViralityNet
+from training.accuracy import pair_accuracy
 from training.cache import FromBlock, cached_inputs
 from training.data import read_dankmemes, read_reddit, scores_array, split_root
 from training.folds import Folds, make_folds, mean_and_interval
@@ -39,7 +40,6 @@ from training.joint import joint_scores
 from training.pairs import extreme_pairs, ratio_pairs
 from training.recipes import FROZEN, Recipe, fit_recipe, score_views
 from training.tables import top_mean_table
-from training.train import pair_accuracy
 
 log = logging.getLogger("viraliency.crossval")
 
