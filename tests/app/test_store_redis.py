@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import httpx
 import numpy as np
+import redis.asyncio as redis
 
 from app.redis_store import pack, unpack
 from app.store import StoredImage
@@ -60,10 +62,12 @@ async def test_a_replica_answers_for_an_image_another_replica_scored(
 
 
 async def test_entries_expire_with_the_ttl(serve: Serve, redis_server: RedisServer) -> None:
-    async with serve(heatmap_store_url=redis_server.url, heatmap_ttl_s=0.5) as (_, client):
+    async with serve(heatmap_store_url=redis_server.url, heatmap_ttl_s=1.0) as (_, client):
         entry = await score_one(client, jpeg(seed=2))
-        assert (await client.get(str(entry["heatmap_url"]))).status_code == 200
-        await asyncio.sleep(0.8)
+        key = f"viraliency:heatmap:{entry['image_id']}"
+        async with redis.Redis.from_url(redis_server.url) as direct:
+            assert 0 < await direct.pttl(key) <= 1000  # Redis itself expires it
+        await asyncio.sleep(1.2)
         expired = await client.get(str(entry["heatmap_url"]))
         assert expired.status_code == 404
         assert expired.json()["error"]["code"] == "unknown_image_id"
@@ -101,7 +105,8 @@ async def assert_store_down(client: httpx.AsyncClient, image_id: object) -> None
 
 async def assert_recovers(client: httpx.AsyncClient) -> None:
     """Within a few pauses of retry_after_s, with the same app (no restart)."""
-    for _ in range(50):
+    deadline = time.monotonic() + 30  # generous: this machine may be loaded
+    while time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         entry = await score_one(client, jpeg(seed=7))
         if entry["heatmap_url"] is not None:
