@@ -182,15 +182,21 @@ def _dist_name(spec: str) -> str:
 
 
 def test_console_scripts_point_at_entry_points(capsys: pytest.CaptureFixture[str]) -> None:
-    """viraliency-train, -evaluate and -serve name functions that exist; the two CLIs answer
-    --help (the serve entry point starts a server, so only its existence is checked)."""
+    """viraliency, viraliency-train, -evaluate and -serve name functions that exist; the
+    training CLIs answer --help (tests/cli checks the `viraliency` command's own --help,
+    and that `viraliency-serve --help` starts no server)."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"viraliency-train", "viraliency-evaluate", "viraliency-serve"}
+    assert set(scripts) == {
+        "viraliency",
+        "viraliency-train",
+        "viraliency-evaluate",
+        "viraliency-serve",
+    }
     for name, target in scripts.items():
         module, function = target.split(":")
         entry = getattr(importlib.import_module(module), function)
         assert callable(entry)
-        if name != "viraliency-serve":
+        if name in ("viraliency-train", "viraliency-evaluate"):
             with pytest.raises(SystemExit) as exit_info:
                 entry(["--help"])
             assert exit_info.value.code == 0

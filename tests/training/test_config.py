@@ -38,7 +38,7 @@ def test_help_shows_every_flag_with_its_help(capsys: pytest.CaptureFixture[str])
         ("--pooling", "max", "'gap', 'gmp', 'gnap' or 'lena'"),
         ("--protocol", "random", "'median' or 'ratio'"),
         ("--backbone", "resnet9", "'mobilenet_v2', 'alex5', 'alex7', 'vgg13' or 'tiny'"),
-        ("--data-format", "json", "'dankmemes', 'scores' or 'pairs'"),
+        ("--data-format", "json", "'dankmemes', 'reddit', 'scores' or 'pairs'"),
     ],
 )
 def test_a_bad_choice_fails_at_parse_time_naming_the_allowed_values(
