@@ -72,7 +72,8 @@ def test_bursts_past_capacity_get_200_or_a_fast_503_and_memory_stays_flat(
 def test_sigterm_under_load_answers_every_admitted_request(
     checkpoint_dir: Path, tmp_path: Path
 ) -> None:
-    with serving(checkpoint_dir, tmp_path, **SETTINGS) as server:
+    settings = {**SETTINGS, "log_level": "info"}  # for the "stopped" line and its count
+    with serving(checkpoint_dir, tmp_path, **settings) as server:
         server.wait_ready()
         outcomes = asyncio.run(burst_then_sigterm(server))
         assert server.process.wait(timeout=60) == -signal.SIGTERM
@@ -83,7 +84,7 @@ def test_sigterm_under_load_answers_every_admitted_request(
     for code, _ in outcomes:
         # refused: told 503 (full, or shutting down), or no longer let in (connection refused
         # or closed before any answer, once uvicorn stops listening); never 504 or 500
-        assert code == 503 or isinstance(code, str), code
+        assert code in (200, 503) or isinstance(code, str), code
 
 
 async def admitted_any(url: str) -> bool:
