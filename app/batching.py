@@ -136,11 +136,11 @@ class Reservation(Generic[T, R]):
 
     def extend(self, count: int) -> None:
         """Reserve `count` more slots, under the same rules as `Batcher.reserve`."""
-        self._batcher._admit(count)
+        self._batcher._admit(count, own=self._unsubmitted)
         self._unsubmitted += count
 
     def release(self) -> None:
-        self._batcher._release(self._unsubmitted, scored=False)
+        self._batcher._release(self._unsubmitted)
         self._unsubmitted = 0
 
     def __enter__(self) -> Reservation[T, R]:
@@ -186,8 +186,7 @@ class Batcher(Generic[T, R]):
         self._clock = clock
         self._jobs: JobQueue[T, R] = queue.SimpleQueue()
         self._pending = 0  # reserved slots: images admitted and not yet scored
-        self._queued = 0  # images submitted (decoded) and not yet scored
-        self._busy_since = 0.0  # when _queued last went from 0 to more
+        self._busy_since = 0.0  # when pending last went from 0 to more
         self._last_end = 0.0  # when the last batch ended
         self._accepting = True
         self._changed = threading.Condition()
@@ -218,12 +217,15 @@ class Batcher(Generic[T, R]):
         """Seconds until `count` more images would be scored now (None without a rate)."""
         return None if self.rate is None else (self._pending + count) / self.current_rate()
 
-    def _admit(self, count: int) -> None:
+    def _admit(self, count: int, own: int = 0) -> None:
+        """`own`: slots the same request already holds (they are not work ahead of it)."""
         with self._changed:
-            self._check(count)
+            self._check(count, own)
+            if self._pending == 0:
+                self._busy_since = self._clock()
             self._pending += count
 
-    def _check(self, count: int) -> None:
+    def _check(self, count: int, own: int = 0) -> None:
         if not self._accepting:
             raise ShuttingDownError("the service is shutting down")
         if self._pending + count > self.max_pending:
@@ -231,8 +233,17 @@ class Batcher(Generic[T, R]):
                 f"{self._pending} images are queued; {count} more would exceed "
                 f"the bound of {self.max_pending}"
             )
-        if self.rate is None or self.admit_within_s is None or self._pending == 0:
-            return
+        if self.rate is None or self.admit_within_s is None or self._pending == own:
+            return  # nothing ahead of it: waiting could never make it sooner
+        if self.rate.batches == 0 and self._pending + count > self.max_batch_size:
+            # Slow start: until one batch has been measured, the warm-up rate (the forward
+            # pass alone, on an idle machine) is all we know; admit one batch's worth.
+            raise QueueFullError(
+                f"{self._pending} images are queued and the service rate is not measured "
+                f"yet; {count} more would pass one batch ({self.max_batch_size}) at start-up",
+                wait_s=self.rate.wait_s(self._pending + count) + self.admit_within_s,
+                limit_s=self.admit_within_s,
+            )
         rate = self.current_rate()
         wait = (self._pending + count) / rate
         if wait > self.admit_within_s:
@@ -265,31 +276,24 @@ class Batcher(Generic[T, R]):
 
     def _enqueue(self, payloads: Sequence[T]) -> list[Future[R]]:
         jobs: list[Job[T, R]] = [Job(payload) for payload in payloads]
-        with self._changed:
-            if self._queued == 0:
-                self._busy_since = self._clock()
-            self._queued += len(jobs)
         for job in jobs:
             self._jobs.put(job)
         return [job.future for job in jobs]
 
-    def _release(self, count: int, scored: bool = True) -> None:
-        """Give back `count` slots: of images scored (or skipped), or never submitted."""
+    def _release(self, count: int) -> None:
         if count:
             with self._changed:
                 self._pending -= count
-                if scored:
-                    self._queued -= count
                 self._changed.notify_all()
 
     def current_rate(self) -> float:
-        """The rate, lowered while the worker has gone longer without finishing a batch than
-        the rate allows: the next batch brings at most max_batch_size images, so over that
-        time the path delivers at most max_batch_size / elapsed (a stalled or starved machine
-        shows at once, not after its batch ends)."""
+        """The rate, lowered while admitted work has gone longer without a batch finishing
+        than the rate allows: the next batch brings at most max_batch_size images, so over
+        that time the path delivers at most max_batch_size / elapsed (a stalled or starved
+        machine shows at once, not only after its batch ends)."""
         assert self.rate is not None
         rate = self.rate.images_per_s
-        if self._queued == 0:
+        if self._pending == 0:
             return rate
         elapsed = self._clock() - max(self._last_end, self._busy_since)
         return min(rate, self.max_batch_size / elapsed) if elapsed > 0 else rate

@@ -10,8 +10,8 @@ exponentially weighted mean over that time, not over batches:
 
 so a long batch counts for more than a short one, and the estimate follows the last ~tau
 seconds of work whatever the batch sizes. Before the first batch (cold start) it is the rate
-measured at warm-up. The wait of a request whose images would have `ahead` images before them
-(its own included) is ahead / rate.
+measured at warm-up; the first batch's sample replaces it (w = 1). The wait of a request
+whose images would have `ahead` images before them (its own included) is ahead / rate.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class ServiceRate:
         """Fold in one batch of `images` that took `seconds` on the device."""
         if images <= 0 or seconds <= 0:
             return
-        weight = 1.0 - math.exp(-seconds / self.tau_s)
+        # The first measurement replaces the warm-up rate: that was the forward pass alone.
+        weight = 1.0 if self.batches == 0 else 1.0 - math.exp(-seconds / self.tau_s)
         with self._lock:
             self._rate += weight * (images / seconds - self._rate)
             self.batches += 1

@@ -31,7 +31,7 @@ class Server:
     url: str
     log: Path
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> None:
         """Until /readyz answers 200 (start-up is slow on a busy 2-core machine)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

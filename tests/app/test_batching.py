@@ -145,12 +145,18 @@ def test_a_slot_is_free_when_its_error_arrives(
     assert pending_at_error == [0]
 
 
+def measured(images_per_s: float) -> ServiceRate:
+    rate = ServiceRate(1000.0)
+    rate.observe(round(images_per_s), 1.0)  # the first measurement replaces the warm-up rate
+    return rate
+
+
 def test_admission_refuses_what_would_wait_past_the_limit() -> None:
     """At 10 images/s with a 1 s limit: 10 images may wait, the 11th is refused with its
     estimated wait; an empty queue admits even what it cannot finish in time."""
     batcher: Batcher[int, int] = Batcher(
-        doubler, 8, 0.0, max_pending=100, rate=ServiceRate(10.0), admit_within_s=1.0
-    )  # never started: nothing is scored, so the queue only grows
+        doubler, 8, 0.0, max_pending=100, rate=measured(10), admit_within_s=1.0, clock=lambda: 0
+    )  # never started and a clock that stands still: the queue only grows
     assert batcher.estimated_wait_s(1) == pytest.approx(0.1)
     batcher.reserve(12).release()  # alone: 1.2 s, but it has nothing better to wait for
     batcher.reserve(4)
@@ -165,20 +171,51 @@ def test_admission_refuses_what_would_wait_past_the_limit() -> None:
     assert ceiling.value.wait_s is None
 
 
+def test_until_a_batch_is_measured_one_batch_is_admitted() -> None:
+    """Slow start: the warm-up rate (1,000 images/s here) times the forward pass alone."""
+    batcher: Batcher[int, int] = Batcher(
+        doubler, 8, 0.0, max_pending=100, rate=ServiceRate(1000.0), admit_within_s=1.0
+    )
+    batcher.reserve(5)
+    batcher.reserve(3)
+    with pytest.raises(QueueFullError, match="not measured yet"):
+        batcher.reserve(1)
+
+
+def test_a_batch_overdue_lowers_the_rate_at_once() -> None:
+    now = [0.0]
+    batcher: Batcher[int, int] = Batcher(
+        doubler, 8, 0.0, max_pending=100, rate=measured(100), clock=lambda: now[0]
+    )
+    batcher.reserve(4)  # admitted at t=0; no batch has ended since
+    now[0] = 0.05
+    assert batcher.current_rate() == 100.0  # 8 images in 0.08 s is still on time
+    now[0] = 2.0
+    assert batcher.current_rate() == 4.0  # at most one batch of 8 in 2 s
+    assert batcher.estimated_wait_s(1) == pytest.approx(5 / 4.0)
+
+
 def test_a_reservation_grows_under_the_same_rules() -> None:
     batcher: Batcher[int, int] = Batcher(
-        doubler, 8, 0.0, max_pending=100, rate=ServiceRate(10.0), admit_within_s=1.0
+        doubler, 8, 0.0, max_pending=100, rate=measured(10), admit_within_s=1.0, clock=lambda: 0
     )
+    alone = batcher.reserve(1)
+    alone.extend(14)  # nothing ahead of it: admitted, though it needs 1.5 s
+    alone.release()
+    first = batcher.reserve(1)
     slots = batcher.reserve(1)
-    slots.extend(9)
+    slots.extend(8)
     with pytest.raises(QueueFullError):
-        slots.extend(1)
+        slots.extend(1)  # 1 image of another request is ahead
     slots.release()
+    first.release()
     assert batcher.pending == 0
 
 
 def test_the_rate_follows_the_batches_weighted_by_their_time() -> None:
-    rate = ServiceRate(10.0, tau_s=1.0)
+    rate = ServiceRate(1000.0, tau_s=1.0)
+    rate.observe(10, 1.0)  # the first measurement replaces the warm-up rate
+    assert rate.images_per_s == 10.0
     rate.observe(100, 1.0)  # 100 images/s for one tau: 63% of the way there
     assert rate.images_per_s == pytest.approx(10.0 + (1 - math.exp(-1.0)) * 90.0)
     for _ in range(20):
@@ -218,8 +255,7 @@ def test_each_batch_is_reported_with_its_time_end_to_end() -> None:
         finally:
             batcher.stop(timeout=5)
     assert reported == [(3, 1.5), (3, 1.5)]
-    w = 1 - math.exp(-1.5)
-    assert rate.images_per_s == pytest.approx(2.0 + (1 - w) ** 2 * 98.0)  # toward 3 / 1.5
+    assert rate.images_per_s == 2.0  # 3 / 1.5, twice
 
 
 def test_images_from_different_requests_share_a_batch_and_keep_their_order(

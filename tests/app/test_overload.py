@@ -56,6 +56,8 @@ async def test_work_that_would_miss_the_deadline_is_refused_at_once(serve: Serve
         service = app.state.service
         limit = service.settings.admission_limit_s
         assert limit == 1.0  # (1 - 0.5) x 2 s
+        assert (await client.post("/score", files=multipart(jpeg()))).status_code == 200
+        assert service.rate.batches == 1  # measured: past the slow start
         ahead = math.ceil(limit * service.rate.images_per_s) + 1
         with service.batcher.reserve(ahead):  # admitted images that are still decoding
             started = time.monotonic()
@@ -68,7 +70,8 @@ async def test_work_that_would_miss_the_deadline_is_refused_at_once(serve: Serve
         assert error["code"] == "queue_full"
         assert "estimated wait" in error["message"]
         assert "deadline of 2 s" in error["message"]
-        wait = (ahead + 1) / service.rate.images_per_s
+        wait = float(error["message"].split("estimated wait ")[1].split(" s")[0])
+        assert wait >= (ahead + 1) / service.rate.images_per_s - 0.01  # (rounded to 0.01 s)
         assert int(refused.headers["retry-after"]) == max(1, math.ceil(wait - limit))
         assert sample(text, "viraliency_estimated_wait_seconds") > limit
         assert sample(text, "viraliency_service_rate_images_per_second") > 0
