@@ -314,7 +314,6 @@ class Batcher(Generic[T, R]):
             self._release(len(batch) - len(live))
             if live:
                 self._run(live)
-                self._observe(len(live))
 
     def _observe(self, images: int) -> None:
         """Report the batch, and fold into the rate the wall time it took *end to end*: since
@@ -333,14 +332,21 @@ class Batcher(Generic[T, R]):
         # Every earlier batch is finished, so pending = this batch + queued + still decoding.
         return self._pending <= collected
 
-    def _run(self, jobs: list[Job[T, R]]) -> None:
+    def _run(self, jobs: list[Job[T, R]], observe: bool = True) -> None:
+        """Predict one batch and deliver its results. The batch is observed (metrics, rate)
+        before any result is delivered, so whoever reads the metrics once answered sees it; a
+        failed batch is observed once, as collected, not again as the halves it is retried in."""
         try:
             results = self._predict([job.payload for job in jobs])
             if len(results) != len(jobs):
                 raise RuntimeError(f"predict returned {len(results)} results for {len(jobs)}")
         except Exception as exc:
+            if observe:
+                self._observe(len(jobs))
             self._recover(jobs, exc)
             return
+        if observe:
+            self._observe(len(jobs))
         for job, result in zip(jobs, results, strict=True):
             self._release(1)  # first: whoever waits on the result may reserve again at once
             job.future.set_result(result)
@@ -358,5 +364,5 @@ class Batcher(Generic[T, R]):
         else:
             log.warning("batch of %d failed (%r); retrying in halves", len(jobs), exc)
         half = len(jobs) // 2
-        self._run(jobs[:half])
-        self._run(jobs[half:])
+        self._run(jobs[:half], observe=False)
+        self._run(jobs[half:], observe=False)
