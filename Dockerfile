@@ -50,9 +50,12 @@ COPY cli/ cli/
 COPY --chown=viraliency:viraliency weights/ weights/
 
 USER 10001:10001
+# Two malloc arenas: glibc's default (8 per core) let a burst of concurrent uploads grow RSS from
+# ~1.0 to ~1.7 GiB; with 2 it levels at ~1.2 GiB at the same throughput (bench/RESULTS.md).
 ENV VIRALIENCY_CHECKPOINT=/srv/viraliency/weights \
     VIRALIENCY_HOST=0.0.0.0 \
-    VIRALIENCY_PORT=8000
+    VIRALIENCY_PORT=8000 \
+    MALLOC_ARENA_MAX=2
 EXPOSE 8000
 
 # Healthy once the model is loaded and warm; python, as the slim image has no curl.
