@@ -15,16 +15,14 @@ import torch
 from app.settings import Settings
 from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from model.network import NetworkConfig, ViralityNet
+from model.viralnet import ViralNet, config_for_arch
 
 from .helpers import TRAINING, Serve, running
 from .imaging import photo
 
 
-@pytest.fixture(scope="session")
-def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny LENA network with random weights, calibrated on its own scores of test photos."""
-    torch.manual_seed(0)
-    net = ViralityNet(NetworkConfig(backbone="tiny", pooling="lena"), pretrained=False).eval()
+def save_calibrated(net: ViralityNet | ViralNet, folder: Path) -> Path:
+    """Save a tiny network into folder, calibrated on its own scores of 64 test photos."""
     size = net.preprocessing.input_size
     images = np.stack([photo(size, size, seed) for seed in range(64)])  # (N, S, S, 3)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
@@ -35,9 +33,16 @@ def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     info = CheckpointInfo(
         net.config, net.preprocessing, Calibration.from_scores(scores), training=TRAINING
     )
-    folder = tmp_path_factory.mktemp("checkpoint")
     save_checkpoint(net, info, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LENA network with random weights, calibrated on its own scores of test photos."""
+    torch.manual_seed(0)
+    net = ViralityNet(NetworkConfig(backbone="tiny", pooling="lena"), pretrained=False).eval()
+    return save_calibrated(net, tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture(scope="session")
@@ -79,23 +84,9 @@ async def client(serve: Serve) -> AsyncIterator[httpx.AsyncClient]:
 def viralnet_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ViralNet-M with random weights whose localisers move the crops per image (their
     last layers start at zero, which would give every image the same centred crops)."""
-    from model.viralnet import ViralNet, config_for_arch
-
     torch.manual_seed(0)
     net = ViralNet(config_for_arch("viralnet-m", "tiny"), pretrained=False).eval()
     with torch.no_grad():
         for loc in net.localisers:
             loc.out.weight.normal_(0.0, 0.05)
-    size = net.preprocessing.input_size
-    images = np.stack([photo(size, size, seed) for seed in range(64)])
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(net.preprocessing.mean).view(1, 3, 1, 1)
-    std = torch.tensor(net.preprocessing.std).view(1, 3, 1, 1)
-    with torch.no_grad():
-        scores = net((x - mean) / std).numpy()
-    info = CheckpointInfo(
-        net.config, net.preprocessing, Calibration.from_scores(scores), training=TRAINING
-    )
-    folder = tmp_path_factory.mktemp("viralnet-checkpoint")
-    save_checkpoint(net, info, folder)
-    return folder
+    return save_calibrated(net, tmp_path_factory.mktemp("viralnet-checkpoint"))
