@@ -43,12 +43,13 @@ from training.tables import top_mean_table
 
 log = logging.getLogger("viraliency.crossval")
 
-VIEWS = 1  # the plain image, as the service scores it (a mirrored view: `Recipe.tta`, untried)
+VIEWS = 2  # the plain image, as the service scores it, and its mirror (`Recipe.tta` only)
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe("ridge probe", pooling="ridge"),
+        Recipe("ridge probe + mirror TTA", pooling="ridge", tta=True),
         Recipe("GAP", pooling="gap"),
         Recipe("GMP", pooling="gmp"),
         Recipe("GNAP (eta 0.5 fixed)", pooling="gnap"),
@@ -56,10 +57,16 @@ RECIPES: dict[str, Recipe] = {
         Recipe("LENA eta 0.5", eta_init=0.5),
         Recipe("LENA eta 1", eta_init=1.0),
         Recipe("LENA eta 1, random head", eta_init=1.0, head_init="random"),
+        Recipe("LENA eta 1 + mirror TTA", eta_init=1.0, tta=True),
         Recipe("LENA eta 1, 5-fold ensemble", eta_init=1.0, members=5),
+        Recipe("LENA eta {1, 0}, ridge heads", etas=(1.0, 0.0), epochs=0),
+        Recipe("LENA eta {1, 0}", etas=(1.0, 0.0)),
     )
 }
 
+
+# The recipes also fitted across and on both datasets (a row each way costs a full k-fold run).
+SHIP_CANDIDATES = ("ridge probe", "LENA eta 1", "LENA eta {1, 0}, ridge heads")
 
 READERS = {"dankmemes": read_dankmemes, "reddit": read_reddit}
 
@@ -188,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["within"] = {
             d.name: fold_summary(out_of_fold(recipe, [d], args.seed)[d.name], d) for d in sets
         }
-        if len(sets) > 1 and not args.no_joint:
+        if len(sets) > 1 and name in args.joint:
             both = out_of_fold(recipe, sets, args.seed)
             r["joint"] = {d.name: fold_summary(both[d.name], d) for d in sets}
         if len(sets) > 1 and name in args.cross:
@@ -215,8 +222,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipes", nargs="*", choices=list(RECIPES), default=None)
-    parser.add_argument("--cross", nargs="*", default=["ridge probe"])
-    parser.add_argument("--no-joint", action="store_true")
+    parser.add_argument(
+        "--cross",
+        nargs="*",
+        default=list(SHIP_CANDIDATES),
+        help="recipes to fit on one dataset and score on the other",
+    )
+    parser.add_argument(
+        "--joint",
+        nargs="*",
+        default=list(SHIP_CANDIDATES),
+        help="recipes to also fit on both datasets together",
+    )
     parser.add_argument("--cache", type=Path, default=Path("cache"))
     parser.add_argument("--out", type=Path, default=None, help="write crossval.json here")
     args = parser.parse_args(argv)

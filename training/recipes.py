@@ -11,6 +11,9 @@ again for every member of a fold ensemble.
     TTA:    s(I) = mean over the plain and mirrored views.
     fold ensemble: m members, member j trained on all but the j-th inner fold and stopped
             early on it; s(I) = (1/m) sum_j s_j(I)                     (model/ensemble.py)
+    pooling ensemble (`etas`): one member per eta (1 = GAP, 0 = GMP), each on all images;
+            s(I) = (1/m) sum_j s_j(I) again, so it ships as one network.
+    epochs = 0: the head is the ridge fit on the pooled features, nothing else is trained.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Recipe:
     members: int = 1  # > 1: a fold ensemble of this many members
     backbone: str = "mobilenet_v2"  # whose frozen output the tables hold
     tta: bool = False  # average the plain and mirrored views (the service scores the plain one)
+    etas: tuple[float, ...] = ()  # a pooling ensemble: one member per eta (overrides eta_init)
 
 
 def _train_config(recipe: Recipe, seed: int) -> TrainConfig:
@@ -90,7 +94,6 @@ def fit_member(
 ) -> ViralityNet:
     """Fit one pool + head on (V, N, C, K) tables; `stop_on` indexes the images held out for
     early stopping (None: train on all N and keep the last epoch)."""
-    cfg = _train_config(recipe, seed)
     net = build_network(recipe, seed)
     model = TableHead(net)
     keep = np.ones(len(scores), dtype=bool)
@@ -99,6 +102,9 @@ def fit_member(
     train_tables, train_scores = tables[:, torch.from_numpy(keep)], scores[keep]
     if recipe.head_init == "ridge":
         init_head_from_ridge(net, train_tables[0], train_scores)
+    if recipe.epochs == 0:
+        return net.eval()
+    cfg = _train_config(recipe, seed)
     held = np.flatnonzero(~keep) if stop_on is not None else np.arange(min(64, len(scores)))
     result = fit(model, train_tables, train_scores, tables[0, held], scores[held], cfg)
     if stop_on is not None:
@@ -130,16 +136,21 @@ def fit_recipe(
     if recipe.pooling == "ridge":
         return _ridge_scorer(views, scores), []
     n = len(scores)
-    if recipe.members > 1:
+    stop_on = None
+    if recipe.early_stop and recipe.epochs > 0:
+        stop_on = np.random.default_rng(seed).permutation(n)[: max(2, round(0.15 * n))]
+    if recipe.etas:
+        members = [
+            fit_member(replace(recipe, eta_init=eta), views, scores, stop_on, seed)
+            for eta in recipe.etas
+        ]
+    elif recipe.members > 1:
         inner = assign_folds(n, recipe.members, seed)
         members = [
             fit_member(recipe, views, scores, np.flatnonzero(inner == j), seed + j)
             for j in range(recipe.members)
         ]
     else:
-        stop_on = None
-        if recipe.early_stop:
-            stop_on = np.random.default_rng(seed).permutation(n)[: max(2, round(0.15 * n))]
         members = [fit_member(recipe, views, scores, stop_on, seed)]
     scorers = [_head_scorer(m) for m in members]
     return (lambda x: np.mean([s(x) for s in scorers], axis=0)), members

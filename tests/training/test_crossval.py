@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from model.ensemble import stack_members
 from training.crossval import Dataset, fold_summary, out_of_fold, table
 from training.data import ScoredImage
 from training.folds import make_folds
 from training.recipes import Recipe, fit_recipe
+from training.ridge import fit_ridge
 from training.tables import TableHead
 
 C, K, N = 32, 9, 120  # the tiny backbone's 32 channels
@@ -74,3 +76,22 @@ def test_table_has_one_row_per_recipe_and_a_column_per_dataset() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("| recipe | a >= 2x | a top/bottom |")
     assert lines[2].startswith(f"| ridge | {100 * summary['mean']:.1f} ± ")
+
+
+def test_pooling_ensemble_with_ridge_heads_scores_as_the_two_ridge_fits() -> None:
+    """eta 1 (GAP) and eta 0 (GMP) members, epochs = 0: each head is the ridge fit of its
+    pooling, computed here from the raw tables, and the recipe's score is their mean."""
+    data = dataset("a", True)
+    recipe = Recipe("gap+gmp", etas=(1.0, 0.0), epochs=0, backbone="tiny")
+    scorer, members = fit_recipe(recipe, data.views, data.scores)
+    table = data.views[0].double().numpy()
+    gap_fit = fit_ridge(table[..., -1], data.scores)
+    gmp_fit = fit_ridge(table[..., 0], data.scores)
+    expected = (gap_fit(table[..., -1]) + gmp_fit(table[..., 0])) / 2
+    np.testing.assert_allclose(scorer(data.views[0]), expected, rtol=1e-3, atol=1e-3)
+    stacked = stack_members(members)  # what training.ship writes: one network, one forward
+    assert stacked.config.members == 2
+    images = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        each = torch.stack([m(images) for m in members])
+        torch.testing.assert_close(stacked(images), each.mean(0), rtol=1e-5, atol=1e-5)
