@@ -26,7 +26,7 @@ from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_
 from model.ensemble import stack_members
 from training.crossval import RECIPES, Dataset, fold_summary, load_dataset, out_of_fold
 from training.joint import joint_scores
-from training.recipes import fit_recipe
+from training.recipes import Recipe, fit_recipe
 
 log = logging.getLogger("viraliency.ship")
 
@@ -62,18 +62,17 @@ def ship(specs: list[str], recipe_name: str, out: Path, k: int, seed: int, cache
     """Read and cache the datasets (`FORMAT=PATH`), then ship_sets."""
     started = time.monotonic()
     sets = [load_dataset(spec, k, seed, cache) for spec in specs]
-    return ship_sets(sets, recipe_name, out, seed, time.monotonic() - started)
+    return ship_sets(sets, RECIPES[recipe_name], out, seed, time.monotonic() - started)
 
 
 def ship_sets(
-    sets: list[Dataset], recipe_name: str, out: Path, seed: int, features_s: float = 0.0
+    sets: list[Dataset], recipe: Recipe, out: Path, seed: int, features_s: float = 0.0
 ) -> Path:
     """Out-of-fold calibration and metrics, the fit on every image, the checkpoint."""
     started = time.monotonic() - features_s
-    recipe = RECIPES[recipe_name]
     if recipe.pooling == "ridge" or recipe.tta:
         raise ValueError(
-            f"{recipe_name!r} cannot be shipped: the service runs one network on the plain image"
+            f"{recipe.name!r} cannot be shipped: the service runs one network on the plain image"
         )
     oof = out_of_fold(recipe, sets, seed)
     metrics = {d.name: fold_summary(oof[d.name], d) for d in sets}
@@ -101,7 +100,7 @@ def ship_sets(
     load_checkpoint(out)  # refuse to leave a checkpoint the service could not load
     log.info(
         "shipped %r to %s in %.0f s: %s",
-        recipe_name,
+        recipe.name,
         out,
         seconds,
         {n: m["mean"] for n, m in metrics.items()},
