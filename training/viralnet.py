@@ -1,7 +1,10 @@
-"""Training ViralNet / -M / -C / -MC on any data layout training reads.
+"""Training ViralNet / -M / -C / -MC on any per-image score layout training reads.
 
-    python -m training.viralnet --arch viralnet-m --data ../shared/data/dankmemes2020-task1 \\
+    python -m training.train --arch viralnet-m --data ../shared/data/dankmemes2020-task1 \\
         --out runs/viralnet-m --input-size 160 --crop-size 112 --epochs 4
+
+(`python -m training.viralnet ...` is the same command with `--arch viralnet-m` by default.)
+`training.train` parses the flags (training/config.py) and hands the run here (`train`).
 
 The trunk is frozen at its ImageNet weights (as `--freeze-blocks` all of it for LENA), so its
 features of every pyramid level I, I/2, I/4 are computed once and cached in memory; each step
@@ -16,9 +19,10 @@ same validation images) -> decode and squash the images -> cache the pyramid's t
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +33,9 @@ from torch import Tensor
 
 from model.checkpoint import Calibration, CheckpointInfo, save_checkpoint
 from model.images import normalise, squash
-from model.viralnet import ARCHS, ViralNet, config_for_arch, viralnet_loss
-from training.data import read_data, scores_array, split_by_image, split_root
+from model.viralnet import ViralNet, config_for_arch, viralnet_loss
+from training.config import ConfigError, TrainConfig
+from training.data import BadImagePolicy, read_data, scores_array, split_by_image, split_root
 from training.evaluate import validation_metrics
 from training.pairs import PairProtocol, PairSampler
 from training.views import load_rgb
@@ -51,6 +56,7 @@ class FitConfig:
     backbone: str = "mobilenet_v2"
     data: str = ""
     data_format: str = "dankmemes"
+    on_bad_image: BadImagePolicy = "error"
     out: str = "runs/viralnet"
     input_size: int = 160
     crop_size: int = 112
@@ -58,7 +64,8 @@ class FitConfig:
     pairs_per_epoch: int = 2048
     batch_pairs: int = 32
     protocol: PairProtocol = "ratio"
-    ratio: float = 2.0
+    ratio: float = 2.0  # validation pairs differ by at least this factor
+    train_ratio: float = 2.0  # training pairs too, with protocol "ratio"
     lr: float = 1e-3  # ranker
     loc_lr: float = 1e-4  # localisers
     weight_decay: float = 1e-4
@@ -146,9 +153,13 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed)
     # -- data: the same reader, split and pair protocol as LENA --------------------------------
     data = Path(cfg.data)
-    images, labelled = read_data(data, cfg.data_format)
+    if cfg.categories == "probe":
+        # The probe on a data set's category labels (DANKMEMES: Meme, Manipulation, Visual) is
+        # not trained here yet: refuse rather than rank with an all-zero category network.
+        raise ConfigError("categories 'probe' is not implemented yet; use imagenet (the default)")
+    images, labelled = read_data(data, cfg.data_format, cfg.on_bad_image)
     if labelled is not None:
-        raise SystemExit("training.viralnet takes score layouts (dankmemes, scores) for now")
+        raise ConfigError("ViralNet trains on per-image scores (dankmemes, reddit, scores)")
     split = split_by_image(images, cfg.val_fraction, cfg.seed)
     # -- the network, its frozen trunk and the cached pyramid features -------------------------
     overrides: dict[str, Any] = {"input_size": cfg.input_size, "crop_size": cfg.crop_size}
@@ -161,10 +172,6 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     val_px = load_pixels([i.path for i in split.val], net.preprocessing.input_size)
     train_cache, val_cache = level_cache(net, train_px), level_cache(net, val_px)
     log.info("decoded and cached %d images in %.0f s", len(images), time.perf_counter() - started)
-    if net.config.categories == "probe":
-        # The probe on a data set's category labels (DANKMEMES: Meme, Manipulation, Visual) is
-        # not trained here yet: refuse rather than rank with an all-zero category network.
-        raise SystemExit("--categories probe is not implemented yet; use imagenet (the default)")
     # -- training: Adam on the localisers and the ranker -------------------------------------
     optimiser = torch.optim.Adam(
         [
@@ -174,7 +181,7 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
         weight_decay=cfg.weight_decay,
     )
     sampler = PairSampler(
-        scores_array(split.train), cfg.protocol, cfg.ratio, cfg.pairs_per_epoch, cfg.seed
+        scores_array(split.train), cfg.protocol, cfg.train_ratio, cfg.pairs_per_epoch, cfg.seed
     )
     truth = scores_array(split.val)
     history = []
@@ -206,27 +213,53 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     return metrics
 
 
-def parse_args(argv: list[str] | None = None) -> FitConfig:
-    parser = argparse.ArgumentParser(prog="python -m training.viralnet", description=__doc__)
-    for name, default in asdict(FitConfig()).items():
-        flag = "--" + name.replace("_", "-")
-        if name == "arch":
-            parser.add_argument(flag, choices=ARCHS, default=default)
-        else:
-            parser.add_argument(flag, type=type(default), default=default, required=name == "data")
-    return FitConfig(**vars(parser.parse_args(argv)))
+def fit_config(cfg: TrainConfig) -> FitConfig:
+    """The ViralNet fit of a `viraliency-train --arch viralnet*` config: the shared data, split,
+    pair and run flags, --head-lr as the ranker's learning rate, and ViralNet's own flags."""
+    assert cfg.weight_decay is not None  # TrainConfig fills in the architecture's default
+    return FitConfig(
+        arch=cfg.arch,
+        backbone=cfg.backbone,
+        data=cfg.data,
+        data_format=cfg.data_format,
+        on_bad_image=cfg.on_bad_image,
+        out=cfg.out,
+        input_size=cfg.input_size,
+        crop_size=cfg.crop_size,
+        epochs=cfg.epochs,
+        pairs_per_epoch=cfg.pairs_per_epoch,
+        batch_pairs=cfg.batch_pairs,
+        protocol=cfg.protocol,
+        ratio=cfg.ratio,
+        train_ratio=cfg.train_ratio,
+        lr=cfg.head_lr,
+        loc_lr=cfg.loc_lr,
+        weight_decay=cfg.weight_decay,
+        penalty=cfg.penalty,
+        jitter_area=cfg.jitter_area,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+    )
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = parse_args(argv)
-    metrics = fit(cfg)
+def train(cfg: TrainConfig) -> Path:
+    """Fit the ViralNet a training config describes; returns the checkpoint folder."""
+    metrics = fit(fit_config(cfg))
     log.info(
         "val_acc %.4f CI95 %s on %d pairs",
         metrics["val_acc"],
         metrics["val_acc_ci95"],
         metrics["val_pairs"],
     )
+    return Path(cfg.out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m training.viralnet ARGS` is `python -m training.train --arch viralnet-m ARGS`
+    (an --arch in ARGS wins)."""
+    from training.train import main as train_main  # training.train imports this module
+
+    train_main(["--arch", "viralnet-m", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
