@@ -6,7 +6,7 @@ is a `Literal` (the registries' names for backbones and poolings), so a bad valu
 with the allowed values. Adding a setting is adding a field here.
 
 `--arch` picks the network: `lena` (the default) or one of ViralNet's (model/viralnet.py), which
-training/viralnet.py fits. The data, split, pair and run flags mean the same for both; a flag of
+training/viralnet_fit.py fits. The data, split, pair and run flags mean the same for both; a flag of
 one architecture's network or optimiser (LENA_ONLY, VIRALNET_ONLY) set for the other is refused
 rather than silently ignored.
 """

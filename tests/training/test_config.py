@@ -14,7 +14,7 @@ from model.network import NetworkConfig, ViralityNet
 from training.cache import FromBlock
 from training.config import ConfigError, TrainConfig
 from training.train import main, parse_args
-from training.viralnet import fit_config
+from training.viralnet_fit import fit_config
 
 
 def test_help_shows_every_flag_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,8 +14,8 @@ import torch
 from model.checkpoint import load_network
 from model.viralnet import ViralNet
 from training.train import main as train_main
-from training.viralnet import FitConfig, fit, level_cache, load_pixels, predict
 from training.viralnet import main as viralnet_main
+from training.viralnet_fit import FitConfig, fit, level_cache, load_pixels, predict
 
 from .tiny_runs import write_dataset
 
