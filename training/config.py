@@ -4,12 +4,18 @@ Every field is a flag (`eta_init` -> `--eta-init`, booleans as `--amp/--no-amp`)
 is the flag's `--help` line, and its type is checked when the flags are parsed: an enumeration
 is a `Literal` (the registries' names for backbones and poolings), so a bad value fails at once
 with the allowed values. Adding a setting is adding a field here.
+
+`--arch` picks the network: `lena` (the default) or one of ViralNet's (model/viralnet.py), which
+training/viralnet_fit.py fits. The data, split, pair and run flags mean the same for both; a flag of
+one architecture's network or optimiser (LENA_ONLY, VIRALNET_ONLY) set for the other is refused
+rather than silently ignored.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -29,15 +35,27 @@ from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDic
 from model.backbones import BACKBONES, backbone_spec
 from model.devices import DEVICE_PATTERN
 from model.lena import POOLINGS
+from model.viralnet import ARCHS as VIRALNET_ARCHS
 from training.data import BadImagePolicy, DataFormat
 from training.pairs import PairProtocol
 
 if TYPE_CHECKING:
     BackboneName = str
     PoolingName = str
+    ArchName = str
 else:  # the registries are the one list of names
     BackboneName = Literal[tuple(BACKBONES)]
     PoolingName = Literal[tuple(POOLINGS)]
+    ArchName = Literal[("lena", *VIRALNET_ARCHS)]
+
+# Settings of one architecture's network or optimiser; the other refuses them when changed.
+LENA_ONLY = (
+    "views", "pooling", "eta_init", "objectness", "freeze_blocks", "head_init", "optimizer",
+    "lr", "eta_lr", "resume", "amp",
+)  # fmt: skip
+VIRALNET_ONLY = ("input_size", "crop_size", "loc_lr", "penalty", "jitter_area")
+# Weight decay means AdamW's decoupled decay for LENA, Adam's L2 term for ViralNet.
+DEFAULT_WEIGHT_DECAY = {"lena": 1e-2, "viralnet": 1e-4}
 
 
 _FREEZE_HELP = "trunk blocks kept frozen and cached; 0 = train end to end; default: " + ", ".join(
@@ -69,6 +87,9 @@ class TrainConfig:
     """augmented views rendered (and cached) per training image"""
 
     # -- network ---------------------------------------------------------------------------
+    arch: ArchName = "lena"
+    """lena (siamese CNN + pooling), or ViralNet's spatial transformers: viralnet (one),
+    viralnet-m (three, on the image pyramid), -c / -mc (plus ImageNet category features)"""
     backbone: BackboneName = "mobilenet_v2"
     """the trunk (model/backbones.py)"""
     pooling: PoolingName = "lena"
@@ -102,8 +123,9 @@ class TrainConfig:
     """learning rate of the new layers (linear head, objectness fusion)"""
     eta_lr: NonNegativeFloat = 1e-2
     """learning rate of eta, which moves in steps of 1/(K-1)"""
-    weight_decay: NonNegativeFloat = 1e-2
-    """weight decay (never on eta, biases or norms)"""
+    weight_decay: NonNegativeFloat | None = None
+    """weight decay; default 1e-2 for lena (AdamW's, never on eta, biases or norms), 1e-4 for
+    viralnet (Adam's L2 term on the localisers and the ranker)"""
     seed: int = 0
     """seeds the split, the views, the pairs and the new layers"""
 
@@ -117,13 +139,47 @@ class TrainConfig:
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N"""
 
+    # -- ViralNet (--arch viralnet*) -------------------------------------------------------
+    input_size: PositiveInt = 160
+    """ViralNet: the whole image's side in pixels"""
+    crop_size: PositiveInt = 112
+    """ViralNet: the crops' side in pixels, as fed to the trunk"""
+    loc_lr: NonNegativeFloat = 1e-4
+    """ViralNet: learning rate of the localisers (--head-lr is the ranker's)"""
+    penalty: NonNegativeFloat = 1.0
+    """ViralNet: weight of the spatial penalty on crops that leave the image"""
+    jitter_area: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """ViralNet: each pyramid level is sampled in a random window of this share of its area"""
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.freeze_blocks is not None:
             backbone_spec(self.backbone).check_frozen(self.backbone, self.freeze_blocks)
         if self.head_init == "ridge" and self.data_format == "pairs":
             raise ValueError("--head-init ridge fits per-image scores, which pairs do not have")
+        family = "lena" if self.arch == "lena" else "viralnet"
+        others = VIRALNET_ONLY if family == "lena" else LENA_ONLY
+        changed = [_flag(name) for name in others if getattr(self, name) != _default(name)]
+        if changed:
+            other = "viralnet*" if family == "lena" else "lena"
+            verb = "applies" if len(changed) == 1 else "apply"
+            raise ValueError(
+                f"{', '.join(changed)} {verb} only to --arch {other}, not to {self.arch}: "
+                f"leave it out, or choose --arch {other}"
+            )
+        if family == "viralnet":
+            if self.data_format == "pairs":
+                raise ValueError(f"--arch {self.arch} trains on per-image scores, not on pairs")
+            if self.device not in ("auto", "cpu"):
+                raise ValueError(f"--arch {self.arch} trains on the CPU (its trunk is cached)")
+        if self.weight_decay is None:
+            self.weight_decay = DEFAULT_WEIGHT_DECAY[family]
         return self
+
+    def record(self) -> dict[str, Any]:
+        """The settings as the checkpoint records them: without the other architecture's."""
+        others = VIRALNET_ONLY if self.arch == "lena" else LENA_ONLY
+        return {k: v for k, v in asdict(self).items() if k not in others}
 
     @property
     def frozen_blocks(self) -> int:
@@ -133,6 +189,14 @@ class TrainConfig:
 
 
 _FIELDS: dict[str, FieldInfo] = getattr(TrainConfig, "__pydantic_fields__")  # noqa: B009
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _default(name: str) -> Any:
+    return _FIELDS[name].default
 
 
 def _flags_class() -> type[BaseSettings]:

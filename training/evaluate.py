@@ -2,6 +2,7 @@
 
     viraliency-evaluate weights --data ../shared/data/dankmemes2020-task1
     viraliency-evaluate runs/mine --data my/scores.csv --data-format scores
+    viraliency-evaluate weights/viralnet       # any architecture the checkpoint format holds
 
 Pairs share images, so the pairs are not independent samples: the bootstrap resamples
 *images* (with replacement) and recomputes the accuracy over the pairs among the drawn images,
@@ -22,10 +23,11 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, Network, load_network
 from model.devices import DeviceError, resolve_device
+from model.images import normalise
 from training.accuracy import pair_accuracy
-from training.cache import FromBlock, cached_inputs
+from training.cache import render_views
 from training.data import (
     DATA_FORMATS,
     BadImagePolicy,
@@ -51,6 +53,17 @@ def predict(model: nn.Module, inputs: Tensor, device: torch.device, batch: int =
     ]
     model.train(was_training)
     return torch.cat(out).numpy()
+
+
+class OnViews(nn.Module):
+    """A checkpoint's network, LENA or ViralNet, on uint8 views. (N, S, S, 3) -> (N,)"""
+
+    def __init__(self, net: Network) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, views: Tensor) -> Tensor:
+        return self.net(normalise(views, self.net.preprocessing))
 
 
 def bootstrap_accuracy(
@@ -122,13 +135,13 @@ def evaluate_checkpoint(
     on_bad_image: BadImagePolicy = "error",
     device_name: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on the validation images of the split it recorded.
+    """Metrics of a checkpoint (any arch) on the validation images of the split it recorded.
 
     `data` and `data_format` default to those the checkpoint was trained on; any layout that
     training reads works (DANKMEMES folder, `path,score` CSV, `path_a,path_b,label` CSV).
     """
     device = resolve_device(device_name)
-    net, info = load_checkpoint(checkpoint, device)
+    net, info = load_network(checkpoint, device)
     recorded = info.training.get("config", {})
     data = Path(data if data is not None else recorded.get("data", ""))
     data_format = data_format or recorded.get("data_format") or "dankmemes"
@@ -140,9 +153,10 @@ def evaluate_checkpoint(
         )
     images, labelled = read_data(data, data_format, on_bad_image)
     split = split_from_json(split_record, images, split_root(data, data_format))
-    model = FromBlock(net, 0)
     val_paths = [i.path for i in split.val]
-    predicted = predict(model, cached_inputs(model, val_paths, 1, 0, device)[0], device)
+    # The plain squashed view of each image, as both fits score their validation images.
+    views = render_views(val_paths, net.preprocessing.input_size, 1, 0)[0]
+    predicted = predict(OnViews(net), views, device)
     pairs = None if labelled is None else index_pairs(labelled, val_paths)[0]
     if pairs is not None and not len(pairs):
         raise DataError(f"{data}: no labelled pair has both images in the validation split")

@@ -76,7 +76,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             groups["trunk" if p.ndim >= 2 else "trunk_1d"].append(p)
         else:
             groups["new"].append(p)
-    settings = {
+    settings: dict[str, dict[str, Any]] = {
         "trunk": {"lr": cfg.lr, "weight_decay": cfg.weight_decay},
         "trunk_1d": {"lr": cfg.lr, "weight_decay": 0.0},
         "new": {"lr": cfg.head_lr, "weight_decay": cfg.weight_decay},

@@ -9,7 +9,6 @@ the config and the held-out metrics.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,7 @@ def save_run(
         network=model.net.config,
         preprocessing=model.net.preprocessing,
         calibration=Calibration.from_scores(predicted),
-        training={"data": describe_data(cfg, split), "config": asdict(cfg)},
+        training={"data": describe_data(cfg, split), "config": cfg.record()},
         metrics=metrics,
     )
     out = Path(cfg.out)

@@ -2,6 +2,7 @@
 
     viraliency-train --data ../shared/data/dankmemes2020-task1 --pooling lena --out runs/lena
     viraliency-train --help                   # every flag (training/config.py) with its help
+    viraliency-train --arch viralnet-m ...    # ViralNet instead (training/viralnet_fit.py)
 
 Read `train` top to bottom: (1) config, (2) data, split by image, (3) model and its inputs:
 V augmented views of every image, pushed once through the frozen first blocks of the trunk
@@ -28,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from model.checkpoint import CheckpointError, read_info
 from model.devices import DeviceError, resolve_device
+from training import viralnet_fit
 from training.build import build_model, init_head_from_ridge, objectness_classes
 from training.cache import FromBlock, cached_inputs
 from training.config import ConfigError, TrainConfig, given_flags, make_config
@@ -53,7 +55,11 @@ log = logging.getLogger("viraliency.train")
 
 
 def train(cfg: TrainConfig) -> Path | None:
-    """Run the five phases; returns the checkpoint folder (rank 0) or None (other ranks)."""
+    """Run the five phases; returns the checkpoint folder (rank 0) or None (other ranks).
+
+    The ViralNet archs run their own fit (frozen, cached trunk; training/viralnet_fit.py)."""
+    if cfg.arch != "lena":
+        return viralnet_fit.train(cfg)
     # (1) config: the device, the process group, and what a resumed checkpoint fixes
     rank, world, device = init_distributed(resolve_device(cfg.device))
     resumed = read_info(Path(cfg.resume)) if cfg.resume else None

@@ -1,5 +1,8 @@
 """Fixtures: a tiny real checkpoint, the real app around it, an HTTP client through its lifespan
-(the helpers they use live in tests/app/helpers.py)."""
+(the helpers they use live in tests/app/helpers.py).
+
+The app serves the tiny LENA checkpoint; a test marked `@on_both_archs` (helpers.py) runs
+twice, on it and on the tiny ViralNet-M one, through the `arch` fixture."""
 
 from __future__ import annotations
 
@@ -13,7 +16,14 @@ import pytest
 import torch
 
 from app.settings import Settings
-from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
+from model.checkpoint import (
+    Calibration,
+    CheckpointInfo,
+    Network,
+    load_checkpoint,
+    load_network,
+    save_checkpoint,
+)
 from model.network import NetworkConfig, ViralityNet
 from model.viralnet import ViralNet, config_for_arch
 
@@ -52,10 +62,30 @@ def reference(checkpoint_dir: Path) -> tuple[ViralityNet, CheckpointInfo]:
 
 
 @pytest.fixture
-def settings_for(checkpoint_dir: Path) -> Callable[..., Settings]:
+def arch(request: pytest.FixtureRequest) -> str:
+    """The architecture the app serves: lena, unless `@on_both_archs` parametrises it."""
+    return str(getattr(request, "param", "lena"))
+
+
+@pytest.fixture
+def served_checkpoint(arch: str, request: pytest.FixtureRequest) -> Path:
+    """The tiny checkpoint of `arch`: checkpoint_dir or viralnet_checkpoint_dir."""
+    name = {"lena": "checkpoint_dir", "viralnet-m": "viralnet_checkpoint_dir"}[arch]
+    folder: Path = request.getfixturevalue(name)
+    return folder
+
+
+@pytest.fixture
+def served_reference(served_checkpoint: Path) -> tuple[Network, CheckpointInfo]:
+    """The served checkpoint loaded independently of the app, to compute expected outputs."""
+    return load_network(served_checkpoint, "cpu")
+
+
+@pytest.fixture
+def settings_for(served_checkpoint: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "checkpoint": checkpoint_dir,
+            "checkpoint": served_checkpoint,
             "device": "cpu",
             "max_batch_size": 8,
             "max_wait_ms": 2.0,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +19,10 @@ from app.settings import Settings
 from .imaging import jpeg, multipart
 
 TRAINING = {"data": "synthetic test images", "licence": "CC0-1.0"}
+
+# Batching, limits, errors, metrics and shutdown must not depend on the network: a test marked
+# with this runs on the tiny LENA and the tiny ViralNet-M checkpoint (conftest's `arch`).
+on_both_archs = pytest.mark.parametrize("arch", ["lena", "viralnet-m"], indirect=True)
 
 
 @asynccontextmanager

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from model.checkpoint import CheckpointInfo
-from model.network import ViralityNet
+from model.checkpoint import CheckpointInfo, Network
 
 
 def network_input(data: bytes, info: CheckpointInfo) -> torch.Tensor:
@@ -26,7 +25,7 @@ def network_input(data: bytes, info: CheckpointInfo) -> torch.Tensor:
     return (x - mean) / std
 
 
-def expected_score(reference: tuple[ViralityNet, CheckpointInfo], data: bytes) -> float:
+def expected_score(reference: tuple[Network, CheckpointInfo], data: bytes) -> float:
     net, info = reference
     with torch.no_grad():
         scores, _ = net.viraliency(network_input(data, info))

@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 
-from .helpers import Serve, full_queue, wait_until
+from .helpers import Serve, full_queue, on_both_archs, wait_until
 from .imaging import jpeg, multipart
 
 BOUNDARY = "viraliency-test-boundary"
@@ -49,6 +49,7 @@ async def post_streamed(client: httpx.AsyncClient, path: str, body: StreamedBody
     return await client.send(request)
 
 
+@on_both_archs
 async def test_a_full_queue_answers_503_without_reading_the_body(serve: Serve) -> None:
     async with full_queue(serve) as (_, client, waiting):
         for path, field in [("/score", "images"), ("/compare", "image_a"), ("/heatmap", "image")]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.images import ACCEPTED
 
-from .helpers import Serve
+from .helpers import Serve, on_both_archs
 from .imaging import encode, jpeg, jpeg_declaring_size, multipart, photo, png_declaring_size
 
 
@@ -49,6 +49,7 @@ async def test_each_accepted_format_is_scored(
     assert (entry["width"], entry["height"]) == (90, 60)
 
 
+@on_both_archs
 async def test_lossless_formats_of_the_same_pixels_score_the_same(
     client: httpx.AsyncClient,
 ) -> None:
@@ -191,6 +192,7 @@ async def test_a_corrupt_image_is_refused(client: httpx.AsyncClient) -> None:
     assert (status, error["code"]) == (400, "corrupt_image")
 
 
+@on_both_archs
 async def test_a_bad_image_among_good_ones_names_its_position(client: httpx.AsyncClient) -> None:
     status, error = await refusal(client, jpeg(seed=1), b"not an image", jpeg(seed=2))
     assert status == 415
@@ -215,6 +217,7 @@ async def test_a_jpeg_bomb_header_is_refused_before_decoding(
     assert (status, error["code"]) == (413, "too_many_pixels")
 
 
+@on_both_archs
 async def test_max_pixels_is_a_setting(serve: Serve) -> None:
     async with serve(max_pixels=90 * 60 - 1) as (_, client):
         status, error = await refusal(client, jpeg(90, 60))
@@ -223,6 +226,7 @@ async def test_max_pixels_is_a_setting(serve: Serve) -> None:
         await score(client, jpeg(89, 60))
 
 
+@on_both_archs
 async def test_an_oversize_upload_is_refused(serve: Serve) -> None:
     small, large = jpeg(32, 32), jpeg(400, 300, seed=3)
     async with serve(max_upload_bytes=len(small) + 10, max_images_per_request=4) as (_, client):
@@ -233,6 +237,7 @@ async def test_an_oversize_upload_is_refused(serve: Serve) -> None:
         assert (status, error["code"]) == (413, "request_too_large")
 
 
+@on_both_archs
 async def test_too_many_images_are_refused(serve: Serve) -> None:
     async with serve(max_images_per_request=2) as (_, client):
         status, error = await refusal(client, *(jpeg(seed=s) for s in range(3)))

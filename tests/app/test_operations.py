@@ -15,10 +15,11 @@ from asgi_lifespan import LifespanManager
 from app.main import create_app
 from app.settings import Settings
 
-from .helpers import TRAINING, Serve, batches, full_queue, sample, wait_until
+from .helpers import TRAINING, Serve, batches, full_queue, on_both_archs, sample, wait_until
 from .imaging import jpeg, multipart
 
 
+@on_both_archs
 async def test_healthz_and_readyz_when_running(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
@@ -62,6 +63,7 @@ async def test_model_describes_the_checkpoint(client: httpx.AsyncClient) -> None
     assert len(checkpoint["calibration"]["quantiles"]) == 101
 
 
+@on_both_archs
 async def test_metrics_count_requests_by_route_and_rejections_by_reason(
     client: httpx.AsyncClient,
 ) -> None:
@@ -172,6 +174,7 @@ def test_the_examples_check_finds_a_missing_example() -> None:
     ]
 
 
+@on_both_archs
 async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -> None:
     async with full_queue(serve) as (_, client, waiting):
         started = time.monotonic()
@@ -183,6 +186,7 @@ async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: Serve) -
         assert (await waiting).status_code == 200
 
 
+@on_both_archs
 async def test_a_request_past_its_deadline_answers_504(serve: Serve) -> None:
     async with serve(
         request_deadline_s=0.05, max_wait_ms=600.0, batch_close_when_idle=False, max_batch_size=8
@@ -196,6 +200,7 @@ async def test_a_request_past_its_deadline_answers_504(serve: Serve) -> None:
         assert batches(app) == (0, 0)  # skipped, not run
 
 
+@on_both_archs
 async def test_shutdown_finishes_accepted_requests_and_refuses_new_ones(
     settings_for: Callable[..., Settings],
 ) -> None:
@@ -261,6 +266,7 @@ def test_settings_come_from_viraliency_environment_variables(
         Settings()
 
 
+@on_both_archs
 async def test_every_error_has_one_shape_422_included(client: httpx.AsyncClient) -> None:
     """Review defect: 422 answers lacked the `accepted` key the other errors have."""
     misnamed = await client.post("/score", files={"image": ("a.jpg", jpeg())})

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .helpers import Serve, sample, wait_until
+from .helpers import Serve, on_both_archs, sample, wait_until
 from .imaging import jpeg, multipart
 
 BOUNDARY = "viraliency-overload-boundary"
@@ -39,6 +39,7 @@ def held(app: FastAPI) -> tuple[int, int]:
     return service.batcher.pending, service.upload_bytes.held
 
 
+@on_both_archs
 async def test_sequential_requests_with_a_queue_of_one_are_all_admitted(serve: Serve) -> None:
     """Review defect: the slot went back only after the answer, so 9 of 60 got 503."""
     async with serve(max_queued_images=1, max_images_per_request=1) as (_, client):
@@ -49,6 +50,7 @@ async def test_sequential_requests_with_a_queue_of_one_are_all_admitted(serve: S
     assert codes == [200] * 60
 
 
+@on_both_archs
 async def test_work_that_would_miss_the_deadline_is_refused_at_once(serve: Serve) -> None:
     """With more images ahead than the live rate scores within the admission limit, a request
     is told 503 queue_full at once, with the estimated wait and a Retry-After from it."""
@@ -80,6 +82,7 @@ async def test_work_that_would_miss_the_deadline_is_refused_at_once(serve: Serve
         assert (await client.post("/score", files=multipart(jpeg()))).status_code == 200
 
 
+@on_both_archs
 async def test_upload_bytes_past_the_budget_are_refused_and_given_back(serve: Serve) -> None:
     async with serve(max_upload_bytes=40_000, max_queued_bytes=60_000) as (app, client):
         go_on = asyncio.Event()
@@ -100,6 +103,7 @@ async def test_upload_bytes_past_the_budget_are_refused_and_given_back(serve: Se
         assert sample(text, "viraliency_queued_upload_bytes") == 0
 
 
+@on_both_archs
 async def test_a_trickling_upload_is_cut_off_with_408_and_its_slots_freed(serve: Serve) -> None:
     async with serve(body_timeout_s=0.3) as (app, client):
         body = multipart_body(jpeg())

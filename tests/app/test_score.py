@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from model.checkpoint import CheckpointInfo
-from model.network import ViralityNet
+from model.checkpoint import CheckpointInfo, Network
 
-from .helpers import Serve, batches, batches_up_to
+from .helpers import Serve, batches, batches_up_to, on_both_archs
 from .imaging import encode, jpeg, multipart
 from .reference import expected_score
 
-Reference = tuple[ViralityNet, CheckpointInfo]
+Reference = tuple[Network, CheckpointInfo]
 
 
 async def score_one(client: httpx.AsyncClient, data: bytes) -> dict[str, Any]:
@@ -63,6 +62,7 @@ async def test_percentiles_follow_the_order_of_scores(client: httpx.AsyncClient)
     assert len({round(e["score"], 6) for e in entries}) > 1  # the images do score differently
 
 
+@on_both_archs
 async def test_a_multi_image_request_answers_in_upload_order(client: httpx.AsyncClient) -> None:
     images = [jpeg(80 + 8 * s, 64, seed=s) for s in range(5)]
     together = (await client.post("/score", files=multipart(*images))).json()["results"]
@@ -73,6 +73,7 @@ async def test_a_multi_image_request_answers_in_upload_order(client: httpx.Async
         assert shared["score"] == pytest.approx(single["score"], abs=1e-5)
 
 
+@on_both_archs
 async def test_concurrent_requests_share_one_batch(serve: Serve) -> None:
     async with serve(max_wait_ms=300.0, batch_close_when_idle=False, max_batch_size=8) as (
         _,
@@ -88,6 +89,7 @@ async def test_concurrent_requests_share_one_batch(serve: Serve) -> None:
         assert metric_value(metrics, "viraliency_batch_size_sum") == 2
 
 
+@on_both_archs
 async def test_by_default_a_batch_closes_once_nothing_else_is_admitted(serve: Serve) -> None:
     """The default batch closing: a lone request does not wait out max_wait_ms for company,
     but a request's own images, admitted together, still share one forward pass."""
@@ -105,6 +107,7 @@ async def test_by_default_a_batch_closes_once_nothing_else_is_admitted(serve: Se
         assert batches_up_to(app, 1) == 1
 
 
+@on_both_archs
 async def test_a_batch_closes_at_max_batch_size(serve: Serve) -> None:
     async with serve(max_wait_ms=300.0, batch_close_when_idle=False, max_batch_size=2) as (
         app,
@@ -155,8 +158,9 @@ async def test_rank_orders_images_by_score(client: httpx.AsyncClient) -> None:
         assert entry["image_id"] == hashlib.sha256(images[entry["index"]]).hexdigest()
 
 
+@on_both_archs
 async def test_an_image_that_fails_in_the_network_fails_only_its_own_request(
-    serve: Serve, reference: Reference, monkeypatch: pytest.MonkeyPatch
+    serve: Serve, served_reference: Reference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No real upload makes the forward pass fail (every image reaches it as S x S x 3 uint8),
     so the failure is injected into the engine, below the code under test: the batcher's
@@ -187,6 +191,6 @@ async def test_an_image_that_fails_in_the_network_fails_only_its_own_request(
         assert "injected" not in failing.text
         assert first.status_code == pair.status_code == 200
         scores = [e["score"] for r in (first, pair) for e in r.json()["results"]]
-        expected = [expected_score(reference, data) for data in good]
+        expected = [expected_score(served_reference, data) for data in good]
         assert scores == pytest.approx(expected, abs=1e-4)
         assert (await client.get("/readyz")).status_code == 200

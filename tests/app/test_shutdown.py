@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .helpers import on_both_archs
 from .imaging import jpeg, multipart
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,12 +30,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(checkpoint_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def server(
+    served_checkpoint: Path, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """The service on 127.0.0.1 with a batch that closes 1.5 s after its first image."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIRALIENCY_")}
     env.update(
-        VIRALIENCY_CHECKPOINT=str(checkpoint_dir),
+        VIRALIENCY_CHECKPOINT=str(served_checkpoint),
         VIRALIENCY_DEVICE="cpu",
         VIRALIENCY_HOST="127.0.0.1",
         VIRALIENCY_PORT=str(port),
@@ -76,6 +79,7 @@ def queued(url: str) -> int:
     return count
 
 
+@on_both_archs
 def test_sigterm_finishes_accepted_requests_then_exits(
     server: tuple[subprocess.Popen[bytes], str],
 ) -> None:

@@ -1,13 +1,13 @@
 """The same routes and response shapes for both architectures, through a real HTTP client:
 /score, /compare, /rank, /heatmap, /regions and /model, against a LENA and a ViralNet-M
-checkpoint; for ViralNet, /regions gives its crops and /heatmap outlines them."""
+checkpoint (`@on_both_archs`); for ViralNet, /regions gives its crops and /heatmap outlines
+them."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import math
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
-from app.settings import Settings
 from model.checkpoint import load_network
 from model.predict import predict
 
-from .conftest import running
+from .helpers import on_both_archs
 from .imaging import jpeg, multipart
 from .reference import network_input
-
-ARCHS = ["lena", "viralnet"]
-
-
-@pytest.fixture(params=ARCHS)
-def arch_dir(
-    request: pytest.FixtureRequest, checkpoint_dir: Path, viralnet_checkpoint_dir: Path
-) -> Path:
-    return checkpoint_dir if request.param == "lena" else viralnet_checkpoint_dir
-
-
-@pytest.fixture
-async def http(
-    arch_dir: Path, settings_for: Callable[..., Settings]
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(settings_for(checkpoint=arch_dir)) as (_, client):
-        yield client
 
 
 def expected(folder: Path, data: bytes) -> tuple[float, np.ndarray | None]:
@@ -51,29 +33,30 @@ def expected(folder: Path, data: bytes) -> tuple[float, np.ndarray | None]:
     return float(scores[0]), None if transforms is None else transforms[0].numpy()
 
 
+@on_both_archs
 async def test_score_compare_rank_answer_the_networks_own_numbers(
-    http: httpx.AsyncClient, arch_dir: Path
+    client: httpx.AsyncClient, served_checkpoint: Path
 ) -> None:
     a, b, c = jpeg(120, 80, seed=1), jpeg(seed=2), jpeg(seed=3)
-    scores = [expected(arch_dir, data)[0] for data in (a, b, c)]
-    response = await http.post("/score", files=multipart(a))
+    scores = [expected(served_checkpoint, data)[0] for data in (a, b, c)]
+    response = await client.post("/score", files=multipart(a))
     assert response.status_code == 200, response.text
     (entry,) = response.json()["results"]
     assert {"image_id", "score", "percentile", "heatmap_url"} <= entry.keys()
     assert entry["score"] == pytest.approx(scores[0], abs=1e-4)
     assert 0.0 <= entry["percentile"] <= 100.0
     files = {"image_a": ("a.jpg", a), "image_b": ("b.jpg", b)}
-    body = (await http.post("/compare", files=files)).json()
+    body = (await client.post("/compare", files=files)).json()
     assert body["probability_a_more_viral"] == pytest.approx(
         1.0 / (1.0 + math.exp(-(scores[0] - scores[1]))), abs=1e-4
     )
-    ranking = (await http.post("/rank", files=multipart(a, b, c))).json()["ranking"]
+    ranking = (await client.post("/rank", files=multipart(a, b, c))).json()["ranking"]
     assert [e["index"] for e in ranking] == sorted(range(3), key=lambda i: -scores[i])
 
 
-async def test_model_route_names_the_architecture(http: httpx.AsyncClient, arch_dir: Path) -> None:
-    body = (await http.get("/model")).json()
-    arch = "lena" if "viralnet" not in arch_dir.name else "viralnet-m"
+@on_both_archs
+async def test_model_route_names_the_architecture(client: httpx.AsyncClient, arch: str) -> None:
+    body = (await client.get("/model")).json()
     assert body["checkpoint"]["arch"] == arch
     assert body["checkpoint"]["network"]["backbone"] == "tiny"
 
@@ -90,15 +73,16 @@ def expected_boxes(transforms: np.ndarray, width: int, height: int) -> list[tupl
     return boxes
 
 
+@on_both_archs
 async def test_regions_are_the_crops_for_viralnet_and_map_regions_for_lena(
-    http: httpx.AsyncClient, arch_dir: Path
+    client: httpx.AsyncClient, served_checkpoint: Path
 ) -> None:
     data = jpeg(160, 100, seed=4)
-    _, transforms = expected(arch_dir, data)
-    posted = await http.post("/regions", files={"image": ("x.jpg", data)})
+    _, transforms = expected(served_checkpoint, data)
+    posted = await client.post("/regions", files={"image": ("x.jpg", data)})
     assert posted.status_code == 200, posted.text
     image_id = hashlib.sha256(data).hexdigest()
-    got = await http.get("/regions", params={"image_id": image_id})
+    got = await client.get("/regions", params={"image_id": image_id})
     assert got.json() == posted.json()
     regions: list[dict[str, Any]] = posted.json()["regions"]
     assert all({"x", "y", "width", "height", "peak", "mean"} <= r.keys() for r in regions)
@@ -111,17 +95,18 @@ async def test_regions_are_the_crops_for_viralnet_and_map_regions_for_lena(
     assert len(set(boxes)) == 3  # the three levels crop differently
 
 
+@on_both_archs
 async def test_heatmap_outlines_the_crops_only_for_viralnet(
-    http: httpx.AsyncClient, arch_dir: Path
+    client: httpx.AsyncClient, served_checkpoint: Path
 ) -> None:
     data = jpeg(160, 100, seed=5)
-    response = await http.post("/heatmap", params={"mode": "map"}, files={"image": ("x", data)})
+    response = await client.post("/heatmap", params={"mode": "map"}, files={"image": ("x", data)})
     assert response.status_code == 200, response.text
     with Image.open(io.BytesIO(response.content)) as image:
         assert image.size == (160, 100)
         rgb = np.asarray(image.convert("RGB"))
     white = np.all(rgb == 255, axis=-1)  # the full-resolution crop's outline; jet has no white
-    _, transforms = expected(arch_dir, data)
+    _, transforms = expected(served_checkpoint, data)
     if transforms is None:
         assert not white.any()
         return

@@ -14,6 +14,7 @@ from model.network import NetworkConfig, ViralityNet
 from training.cache import FromBlock
 from training.config import ConfigError, TrainConfig
 from training.train import main, parse_args
+from training.viralnet_fit import fit_config
 
 
 def test_help_shows_every_flag_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,6 +40,7 @@ def test_help_shows_every_flag_with_its_help(capsys: pytest.CaptureFixture[str])
         ("--protocol", "random", "'median' or 'ratio'"),
         ("--backbone", "resnet9", "'mobilenet_v2', 'alex5', 'alex7', 'vgg13' or 'tiny'"),
         ("--data-format", "json", "'dankmemes', 'reddit', 'scores' or 'pairs'"),
+        ("--arch", "viralnet-x", "'lena', 'viralnet', 'viralnet-m', 'viralnet-c' or 'viralnet-mc'"),
     ],
 )
 def test_a_bad_choice_fails_at_parse_time_naming_the_allowed_values(
@@ -94,3 +96,62 @@ def test_a_resumed_run_checks_freezing_against_the_checkpoints_backbone(tmp_path
     with pytest.raises(ConfigError, match="tiny, which has 6 trunk blocks"):
         parse_args(["--resume", str(tmp_path / "tiny"), "--freeze-blocks", "7"])
     assert parse_args(["--resume", str(tmp_path / "tiny")]).frozen_blocks == 0
+
+
+# --- one CLI for both architectures -----------------------------------------------------------
+
+
+def test_arch_defaults_to_lena_and_each_arch_gets_its_own_weight_decay() -> None:
+    lena = parse_args([])
+    assert (lena.arch, lena.weight_decay) == ("lena", 1e-2)
+    viralnet = parse_args(["--arch", "viralnet-m"])
+    assert (viralnet.arch, viralnet.weight_decay) == ("viralnet-m", 1e-4)
+    assert parse_args(["--arch", "viralnet", "--weight-decay", "0"]).weight_decay == 0.0
+
+
+def test_viralnet_fit_receives_the_shared_flags_and_its_own() -> None:
+    cfg = parse_args(
+        [
+            "--arch", "viralnet-mc", "--backbone", "tiny", "--data", "d.csv",
+            "--data-format", "scores", "--on-bad-image", "skip", "--val-fraction", "0.3",
+            "--epochs", "3", "--batch-pairs", "5", "--pairs-per-epoch", "7",
+            "--protocol", "median", "--ratio", "3", "--train-ratio", "4", "--head-lr", "0.5",
+            "--seed", "9", "--out", "o", "--input-size", "48", "--crop-size", "24",
+            "--loc-lr", "0.25", "--penalty", "2", "--jitter-area", "0.8", "--weight-decay", "0.1",
+        ]
+    )  # fmt: skip
+    fit = fit_config(cfg)
+    assert (fit.arch, fit.backbone) == ("viralnet-mc", "tiny")
+    assert (fit.data, fit.data_format) == ("d.csv", "scores")
+    assert (fit.on_bad_image, fit.val_fraction, fit.seed, fit.out) == ("skip", 0.3, 9, "o")
+    assert (fit.epochs, fit.batch_pairs, fit.pairs_per_epoch) == (3, 5, 7)
+    assert (fit.protocol, fit.ratio, fit.train_ratio) == ("median", 3.0, 4.0)
+    assert (fit.lr, fit.loc_lr, fit.weight_decay) == (0.5, 0.25, 0.1)
+    assert (fit.input_size, fit.crop_size, fit.penalty, fit.jitter_area) == (48, 24, 2.0, 0.8)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--arch", "viralnet", "--pooling", "gap"], "--pooling applies only to --arch lena"),
+        (
+            ["--arch", "viralnet-m", "--lr", "1e-3", "--views", "2"],
+            "--views, --lr apply only to --arch lena, not to viralnet-m",
+        ),
+        (["--crop-size", "64"], "--crop-size applies only to --arch viralnet\\*, not to lena"),
+        (["--arch", "viralnet", "--data-format", "pairs"], "per-image scores, not on pairs"),
+        (["--arch", "viralnet", "--device", "cuda"], "trains on the CPU"),
+    ],
+)
+def test_a_flag_of_the_other_architecture_is_refused(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_args(argv)
+
+
+def test_the_record_leaves_out_the_other_architectures_settings() -> None:
+    lena = parse_args([]).record()
+    assert lena["pooling"] == "lena"
+    assert "crop_size" not in lena
+    viralnet = parse_args(["--arch", "viralnet"]).record()
+    assert viralnet["crop_size"] == 112
+    assert "pooling" not in viralnet

@@ -15,6 +15,7 @@ from training.accuracy import pair_accuracy
 from training.evaluate import bootstrap_accuracy, validation_metrics
 from training.evaluate import main as evaluate_main
 from training.pairs import ratio_pairs
+from training.train import main as train_main
 from training.train import train
 
 
@@ -111,3 +112,27 @@ def test_evaluate_names_images_missing_from_the_recorded_split(
     (folder / "fewer.csv").write_text("\n".join(rows[:-5]) + "\n")
     with pytest.raises(SystemExit, match="of the recorded split are not among the given images"):
         evaluate_main([str(out), "--data", str(folder / "fewer.csv")])
+
+
+def test_evaluate_a_viralnet_checkpoint_gives_its_own_numbers_in_lenas_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_dataset(tmp_path / "data", n=32).parent
+    out = tmp_path / "viralnet"
+    train_main(
+        [
+            "--arch", "viralnet-m", "--backbone", "tiny", "--data", str(folder / "scores.csv"),
+            "--data-format", "scores", "--out", str(out), "--input-size", "64",
+            "--crop-size", "32", "--epochs", "1", "--pairs-per-epoch", "32", "--batch-pairs", "8",
+            "--val-fraction", "0.4", "--seed", "3",
+        ]
+    )  # fmt: skip
+    recorded = json.loads((out / "config.json").read_text())["metrics"]
+    capsys.readouterr()
+    evaluate_main([str(out)])
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics.keys() == validation_metrics(np.arange(4.0), np.arange(4.0) * 3).keys()
+    assert metrics["val_images"] == 13
+    assert metrics["val_pairs"] == recorded["val_pairs"] > 0
+    for key in ("val_acc", "val_acc_ci95", "val_acc_extreme", "val_acc_extreme_ci95"):
+        assert metrics[key] == pytest.approx(recorded[key])

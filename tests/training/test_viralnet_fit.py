@@ -1,5 +1,6 @@
-"""python -m training.viralnet end to end on a small real dataset (tiny trunk): it trains the
-localisers and the ranker only, and writes a checkpoint that rebuilds the same network."""
+"""`viraliency-train --arch viralnet-m` end to end on a small real dataset (tiny trunk): it
+trains the localisers and the ranker only, and writes a checkpoint that rebuilds the same
+network; `python -m training.viralnet` is the same command."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from model.checkpoint import load_network
 from model.viralnet import ViralNet
-from training.viralnet import FitConfig, fit, level_cache, load_pixels, predict
+from training.train import main as train_main
 from training.viralnet import main as viralnet_main
+from training.viralnet_fit import FitConfig, fit, level_cache, load_pixels, predict
 
 from .tiny_runs import write_dataset
 
@@ -20,7 +23,7 @@ from .tiny_runs import write_dataset
 def test_cli_trains_and_writes_a_checkpoint_that_scores_the_same(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", n=24)
     out = tmp_path / "run"
-    viralnet_main(
+    train_main(
         [
             "--arch", "viralnet-m", "--backbone", "tiny", "--data", str(data),
             "--data-format", "scores", "--out", str(out), "--input-size", "64",
@@ -30,6 +33,7 @@ def test_cli_trains_and_writes_a_checkpoint_that_scores_the_same(tmp_path: Path)
     )  # fmt: skip
     config = json.loads((out / "config.json").read_text())
     assert config["arch"] == "viralnet-m"
+    assert config["training"]["config"]["weight_decay"] == 1e-4  # ViralNet's default, not LENA's
     assert len(config["training"]["data"]["split"]["val"]) == 6
     assert len(config["metrics"]["history"]) == 2
     net, _ = load_network(out)
@@ -39,6 +43,16 @@ def test_cli_trains_and_writes_a_checkpoint_that_scores_the_same(tmp_path: Path)
     recomputed = predict(net, pixels, level_cache(net, pixels))
     quantiles = np.percentile(recomputed, np.arange(101))
     np.testing.assert_allclose(config["calibration"]["quantiles"], quantiles, atol=1e-5)
+
+
+def test_the_old_entry_point_is_the_same_command_with_viralnet_m(tmp_path: Path) -> None:
+    """Refused at parse time, before any data is read: so it parsed as a ViralNet-M run."""
+    missing = str(tmp_path / "missing.csv")
+    refused = "--pooling applies only to --arch lena, not to viralnet-m"
+    with pytest.raises(SystemExit, match=refused):
+        viralnet_main(["--data", missing, "--pooling", "gap"])
+    with pytest.raises(SystemExit, match="not to viralnet-mc"):
+        viralnet_main(["--data", missing, "--arch", "viralnet-mc", "--pooling", "gap"])
 
 
 def test_a_training_epoch_moves_only_localisers_and_ranker(tmp_path: Path) -> None:

@@ -1,0 +1,252 @@
+"""Training ViralNet / -M / -C / -MC on any per-image score layout training reads.
+
+    python -m training.train --arch viralnet-m --data ../shared/data/dankmemes2020-task1 \\
+        --out runs/viralnet-m --input-size 160 --crop-size 112 --epochs 4
+
+`training.train` parses the flags (training/config.py) and hands the run here (`train`);
+`python -m training.viralnet ...` is the same command with `--arch viralnet-m` by default.
+
+The trunk is frozen at its ImageNet weights (as `--freeze-blocks` all of it for LENA), so its
+features of every pyramid level I, I/2, I/4 are computed once and cached in memory; each step
+then runs the trunk only on the crops (forward, and backward to the sampling grid so the
+localisers learn). Trained: the localisers and the ranker's linear unit.
+
+Phases: read and split the data (the same split_by_image as LENA, so both are scored on the
+same validation images) -> decode and squash the images -> cache the pyramid's trunk features
+-> epochs of fresh pairs (the same PairSampler protocols) -> validation metrics
+(training/evaluate.py) and the calibration -> checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.checkpoint import Calibration, CheckpointInfo, save_checkpoint
+from model.images import normalise, squash
+from model.viralnet import ViralNet, config_for_arch, viralnet_loss
+from training.config import ConfigError, TrainConfig
+from training.data import BadImagePolicy, read_data, scores_array, split_by_image, split_root
+from training.evaluate import validation_metrics
+from training.pairs import PairProtocol, PairSampler
+from training.views import load_rgb
+
+log = logging.getLogger("viraliency.viralnet")
+
+DANKMEMES_DATA = {
+    "name": "DANKMEMES 2020 task 1 training images (1,280 of 1,600)",
+    "citation": "Miliani et al., DANKMEMES @ EVALITA 2020",
+    "licence": "CC BY-NC-ND 4.0: the weights are for non-commercial use",
+    "engagement": "likes + comments of the Instagram post",
+}
+
+
+@dataclass
+class FitConfig:
+    arch: str = "viralnet-m"
+    backbone: str = "mobilenet_v2"
+    data: str = ""
+    data_format: str = "dankmemes"
+    on_bad_image: BadImagePolicy = "error"
+    out: str = "runs/viralnet"
+    input_size: int = 160
+    crop_size: int = 112
+    epochs: int = 4
+    pairs_per_epoch: int = 2048
+    batch_pairs: int = 32
+    protocol: PairProtocol = "ratio"
+    ratio: float = 2.0  # validation pairs differ by at least this factor
+    train_ratio: float = 2.0  # training pairs too, with protocol "ratio"
+    lr: float = 1e-3  # ranker
+    loc_lr: float = 1e-4  # localisers
+    weight_decay: float = 1e-4
+    penalty: float = 1.0  # weight of the spatial penalty
+    jitter_area: float = 0.9  # each level is sampled in a random window of this area
+    categories: str = ""  # "" = the arch's default (imagenet for -c / -mc)
+    val_fraction: float = 0.15
+    seed: int = 0
+
+
+def load_pixels(paths: list[Path], size: int) -> Tensor:
+    """Decode and squash images. -> uint8 (N, size, size, 3)"""
+    return torch.from_numpy(np.stack([squash(load_rgb(p, size), size) for p in paths]))
+
+
+@torch.no_grad()
+def level_cache(net: ViralNet, pixels: Tensor, batch: int = 32) -> list[Tensor]:
+    """trunk(I_k) for every image and level, computed once (the trunk is frozen)."""
+    parts: list[list[Tensor]] = [[] for _ in range(net.config.scales)]
+    for start in range(0, len(pixels), batch):
+        x = normalise(pixels[start : start + batch], net.preprocessing)
+        for k, f in enumerate(net.level_features(net.pyramid(x))):
+            parts[k].append(f)
+    return [torch.cat(p) for p in parts]
+
+
+def random_jitter(n: int, levels: int, area: float, gen: torch.Generator) -> Tensor:
+    """(n, levels, 3) windows (a, u_x, u_y) of side a = sqrt(area), anywhere inside the image."""
+    a = area**0.5
+    shift = (torch.rand(n, levels, 2, generator=gen) * 2 - 1) * (1 - a)
+    return torch.cat([torch.full((n, levels, 1), a), shift], dim=-1)
+
+
+@torch.no_grad()
+def predict(net: ViralNet, pixels: Tensor, cache: list[Tensor], batch: int = 64) -> np.ndarray:
+    """s(I) of every image, without jitter. -> (N,)"""
+    net.eval()
+    out = []
+    for start in range(0, len(pixels), batch):
+        x = normalise(pixels[start : start + batch], net.preprocessing)
+        feats = [c[start : start + batch] for c in cache]
+        out.append(net.score_levels(net.pyramid(x), feats)[0])
+    return torch.cat(out).float().numpy()
+
+
+def freeze_trunk(net: ViralNet) -> None:
+    net.trunk.eval()  # batch-norm statistics stay ImageNet's
+    for p in net.trunk.parameters():
+        p.requires_grad_(False)
+
+
+def train_epoch(
+    net: ViralNet,
+    optimiser: torch.optim.Optimizer,
+    pixels: Tensor,
+    cache: list[Tensor],
+    pairs: np.ndarray,
+    labels: np.ndarray,
+    cfg: FitConfig,
+    gen: torch.Generator,
+) -> dict[str, float]:
+    """One pass over the epoch's pairs; returns the mean loss, penalty and pair accuracy."""
+    net.localisers.train()
+    totals = {"loss": 0.0, "correct": 0.0}
+    for start in range(0, len(pairs), cfg.batch_pairs):
+        batch = torch.from_numpy(pairs[start : start + cfg.batch_pairs])  # (P, 2)
+        index = torch.cat([batch[:, 0], batch[:, 1]])  # (2P,): the a images, then the b images
+        target = torch.from_numpy(labels[start : start + cfg.batch_pairs])
+        x = normalise(pixels[index], net.preprocessing)
+        jitter = random_jitter(len(index), net.config.scales, cfg.jitter_area, gen)
+        scores, params = net.score_levels(net.pyramid(x), [c[index] for c in cache], jitter)
+        logits = scores[: len(batch)] - scores[len(batch) :]
+        loss = viralnet_loss(logits, target, params, cfg.penalty)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        totals["loss"] += loss.item() * len(batch)
+        totals["correct"] += ((logits.detach() > 0).float() == target).sum().item()
+    n = max(1, len(pairs))
+    return {"train_loss": totals["loss"] / n, "train_acc": totals["correct"] / n}
+
+
+def fit(cfg: FitConfig) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    # -- data: the same reader, split and pair protocol as LENA --------------------------------
+    data = Path(cfg.data)
+    if cfg.categories == "probe":
+        # The probe on a data set's category labels (DANKMEMES: Meme, Manipulation, Visual) is
+        # not trained here yet: refuse rather than rank with an all-zero category network.
+        raise ConfigError("categories 'probe' is not implemented yet; use imagenet (the default)")
+    images, labelled = read_data(data, cfg.data_format, cfg.on_bad_image)
+    if labelled is not None:
+        raise ConfigError("ViralNet trains on per-image scores (dankmemes, reddit, scores)")
+    split = split_by_image(images, cfg.val_fraction, cfg.seed)
+    # -- the network, its frozen trunk and the cached pyramid features -------------------------
+    overrides: dict[str, Any] = {"input_size": cfg.input_size, "crop_size": cfg.crop_size}
+    if cfg.categories:
+        overrides["categories"] = cfg.categories
+    net = ViralNet(config_for_arch(cfg.arch, cfg.backbone, **overrides), pretrained=True)
+    freeze_trunk(net)
+    started = time.perf_counter()
+    train_px = load_pixels([i.path for i in split.train], net.preprocessing.input_size)
+    val_px = load_pixels([i.path for i in split.val], net.preprocessing.input_size)
+    train_cache, val_cache = level_cache(net, train_px), level_cache(net, val_px)
+    log.info("decoded and cached %d images in %.0f s", len(images), time.perf_counter() - started)
+    # -- training: Adam on the localisers and the ranker -------------------------------------
+    optimiser = torch.optim.Adam(
+        [
+            {"params": net.localisers.parameters(), "lr": cfg.loc_lr},
+            {"params": net.ranker.parameters(), "lr": cfg.lr},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    sampler = PairSampler(
+        scores_array(split.train), cfg.protocol, cfg.train_ratio, cfg.pairs_per_epoch, cfg.seed
+    )
+    truth = scores_array(split.val)
+    history = []
+    for epoch in range(cfg.epochs):
+        pairs, labels = sampler.epoch(epoch)
+        row = train_epoch(net, optimiser, train_px, train_cache, pairs, labels, cfg, gen)
+        row["val_acc"] = validation_metrics(
+            predict(net, val_px, val_cache), truth, cfg.ratio, cfg.seed
+        )["val_acc"]
+        history.append({"epoch": epoch, **row, "seconds": round(time.perf_counter() - started)})
+        log.info("epoch %s", history[-1])
+    # -- the final epoch's network (no selection on validation), its metrics, the checkpoint ---
+    predicted = predict(net, val_px, val_cache)
+    metrics = {**validation_metrics(predicted, truth, cfg.ratio, cfg.seed), "history": history}
+    training = {
+        "config": asdict(cfg),
+        "data": {
+            **(DANKMEMES_DATA if cfg.data_format == "dankmemes" else {}),
+            "format": cfg.data_format,
+            "source": data.name,
+            "split": split.to_json(split_root(data, cfg.data_format)),
+        },
+        "trunk": "frozen at ImageNet weights",
+    }
+    info = CheckpointInfo(
+        net.config, net.preprocessing, Calibration.from_scores(predicted), training, metrics
+    )
+    save_checkpoint(net, info, Path(cfg.out))
+    return metrics
+
+
+def fit_config(cfg: TrainConfig) -> FitConfig:
+    """The ViralNet fit of a `viraliency-train --arch viralnet*` config: the shared data, split,
+    pair and run flags, --head-lr as the ranker's learning rate, and ViralNet's own flags."""
+    assert cfg.weight_decay is not None  # TrainConfig fills in the architecture's default
+    return FitConfig(
+        arch=cfg.arch,
+        backbone=cfg.backbone,
+        data=cfg.data,
+        data_format=cfg.data_format,
+        on_bad_image=cfg.on_bad_image,
+        out=cfg.out,
+        input_size=cfg.input_size,
+        crop_size=cfg.crop_size,
+        epochs=cfg.epochs,
+        pairs_per_epoch=cfg.pairs_per_epoch,
+        batch_pairs=cfg.batch_pairs,
+        protocol=cfg.protocol,
+        ratio=cfg.ratio,
+        train_ratio=cfg.train_ratio,
+        lr=cfg.head_lr,
+        loc_lr=cfg.loc_lr,
+        weight_decay=cfg.weight_decay,
+        penalty=cfg.penalty,
+        jitter_area=cfg.jitter_area,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+    )
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Fit the ViralNet a training config describes; returns the checkpoint folder."""
+    metrics = fit(fit_config(cfg))
+    log.info(
+        "val_acc %.4f CI95 %s on %d pairs",
+        metrics["val_acc"],
+        metrics["val_acc_ci95"],
+        metrics["val_pairs"],
+    )
+    return Path(cfg.out)
