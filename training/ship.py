@@ -89,7 +89,12 @@ def ship_sets(
         training={
             "data": describe(sets),
             "recipe": asdict(recipe),
-            "trunk": "MobileNetV2 ImageNet weights, every block frozen; eta and head trained",
+            "trunk": "MobileNetV2 ImageNet weights, every block frozen; "
+            + (
+                "each member's head is the ridge fit on its pooled features, eta fixed"
+                if recipe.epochs == 0
+                else "eta and head trained on pairs"
+            ),
             "calibration": "quantiles of the out-of-fold scores of every image",
             "seed": seed,
             "seconds": {"features": features_s, "total": seconds},
