@@ -164,14 +164,15 @@ def _cell(result: dict[str, Any], key: str = "") -> str:
 def table(results: dict[str, Any], names: list[str]) -> str:
     """The markdown table of the model card: one row per recipe."""
     columns = [f"{n} >= 2x" for n in names] + [f"{n} top/bottom" for n in names]
-    if "joint" in next(iter(results.values())):
+    joint = any("joint" in r for r in results.values())  # only some recipes are fitted jointly
+    if joint:
         columns += [f"both -> {n} >= 2x" for n in names]
     lines = ["| recipe | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for recipe, r in results.items():
         cells = [_cell(r["within"][n]) for n in names]
         cells += [_cell(r["within"][n], "extreme_") for n in names]
-        if "joint" in r:
-            cells += [_cell(r["joint"][n]) for n in names]
+        if joint:
+            cells += [_cell(r["joint"][n]) if "joint" in r else "-" for n in names]
         lines.append(f"| {recipe} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

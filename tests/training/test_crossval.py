@@ -95,3 +95,15 @@ def test_pooling_ensemble_with_ridge_heads_scores_as_the_two_ridge_fits() -> Non
     with torch.no_grad():
         each = torch.stack([m(images) for m in members])
         torch.testing.assert_close(stacked(images), each.mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_table_rows_keep_their_width_when_only_some_recipes_ran_jointly() -> None:
+    sets = [dataset("a", True), dataset("b", True, seed=2)]
+    ridge = Recipe("ridge", pooling="ridge")
+    within = {d.name: fold_summary(out_of_fold(ridge, [d], 0)[d.name], d) for d in sets}
+    both = out_of_fold(ridge, sets, 0)
+    joint = {d.name: fold_summary(both[d.name], d) for d in sets}
+    text = table({"x": {"within": within, "joint": joint}, "y": {"within": within}}, ["a", "b"])
+    widths = {line.count("|") for line in text.splitlines()}
+    assert widths == {8}  # recipe + 2 x (>= 2x, top/bottom, both ->) columns
+    assert text.splitlines()[-1].endswith("| - | - |")
