@@ -47,6 +47,15 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
 }
 
 
+def summary(sets: list[Dataset]) -> tuple[str, str]:
+    """(data, licence): one line each, as `/model` and the web page show them."""
+    names = [DESCRIPTIONS.get(d.name, {}).get("name", d.name) for d in sets]
+    licences = [f"{d.name}: {DESCRIPTIONS.get(d.name, {}).get('licence', 'unknown')}" for d in sets]
+    if len(sets) == 1:
+        return names[0], licences[0].partition(": ")[2]
+    return " + ".join(names), "the most restrictive applies; " + "; ".join(licences)
+
+
 def describe(sets: list[Dataset]) -> dict[str, Any]:
     return {
         d.name: {
@@ -82,12 +91,15 @@ def ship_sets(
     net = stack_members(members) if len(members) > 1 else members[0]
     calibration = Calibration.from_scores(np.concatenate([oof[d.name] for d in sets]))
     seconds = time.monotonic() - started
+    data, licence = summary(sets)
     info = CheckpointInfo(
         network=net.config,
         preprocessing=net.preprocessing,
         calibration=calibration,
         training={
-            "data": describe(sets),
+            "data": data,
+            "licence": licence,
+            "datasets": describe(sets),
             "recipe": asdict(recipe),
             "trunk": "MobileNetV2 ImageNet weights, every block frozen; "
             + (

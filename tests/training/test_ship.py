@@ -44,8 +44,12 @@ def test_ships_one_network_that_scores_as_the_recipe_fitted_on_every_image(
     assert set(info.metrics["crossval"]) == {"a", "b"}
     assert info.metrics["crossval"]["a"]["mean"] > 0.7
     assert info.training["recipe"]["etas"] == [1.0, 0.0]
-    assert info.training["data"]["a"]["images"] == len(sets[0].scores)
-    assert len(info.training["data"]["b"]["folds"]["folds"]) == sets[1].folds.k
+    assert info.training["datasets"]["a"]["images"] == len(sets[0].scores)
+    assert len(info.training["datasets"]["b"]["folds"]["folds"]) == sets[1].folds.k
+    # One line each for /model and the web page, naming both sets' licences.
+    assert info.training["data"] == "a + b"
+    assert "a: unknown" in info.training["licence"]
+    assert "b: unknown" in info.training["licence"]
 
 
 @pytest.mark.parametrize(
