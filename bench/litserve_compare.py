@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,11 +63,30 @@ class LitServeServer(Server):
             "--max-wait-ms",
             str(args.max_wait_ms),
         ]
+        # Its own process group: LitServe spawns its HTTP server and inference worker as child
+        # processes that outlive a SIGTERM to their parent. Left running, they kept spinning
+        # through every later run of this script (both servers' numbers, round 2 most).
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=dict(os.environ), stdout=self._log, stderr=self._log
+            command,
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
         )
         self.url = f"http://{HOST}:{self.port}"
         self.ready_path = "/health"
+
+    def stop(self) -> None:
+        """SIGTERM to the whole group (server, HTTP and worker processes), then SIGKILL."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
 
 
 def ours(args: argparse.Namespace, log_path: Path) -> Server:
