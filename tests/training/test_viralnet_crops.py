@@ -11,12 +11,11 @@ Why these choices: the tiny trunk is random, so a weak or colour-only cue either
 ranked by it or gives a crop no reason to move (a flat yellow/blue cue drew the crops into
 one cell in 2 of 3 seeds: side -> 0, IoU -> 0); a checkerboard of 2 px cells sits at the
 Nyquist limit of the trunk's first stride-2 layer, so (we expect) crops that magnify it see it
-better. The
-localiser's last layer starts at zero with 1,024 inputs, so Adam moves the crop by tens of
-times its learning rate per step: loc_lr stays at FitConfig's default 1e-4. The ranker gets
-100 steps of 16 pairs of warm-up first (localiser learning rate 0): before the ranker knows
-the cue, the crop's gradient points nowhere in particular, and Adam's normalised steps would
-walk the crop off at full speed.
+better. The localiser's last layer starts at zero with 1,024 inputs, so Adam moves the crop
+by tens of times its learning rate per step: loc_lr stays at FitConfig's default 1e-4. The
+ranker gets 100 steps of 16 pairs of warm-up first (localiser learning rate 0): before the
+ranker knows the cue, the crop's gradient points nowhere in particular, and Adam's normalised
+steps would walk the crop off at full speed.
 
 On seeds 0-5 the mean IoU went from 0.099 to 0.21, 0.22, 0.71, 0.42, 0.82, 0.14 (the test runs
 seed 0); the assertion (x 1.25) sits below the weakest. With labels drawn at random instead of
