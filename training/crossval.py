@@ -61,6 +61,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("LENA eta 1, 5-fold ensemble", eta_init=1.0, members=5),
         Recipe("LENA eta {1, 0}, ridge heads", etas=(1.0, 0.0), epochs=0),
         Recipe("LENA eta {1, 0}", etas=(1.0, 0.0)),
+        Recipe("LENA eta 1 + objectness (20 classes)", eta_init=1.0, objectness=20),
     )
 }
 
@@ -79,6 +80,15 @@ class Dataset:
     scores: np.ndarray  # (N,) engagement
     views: Tensor  # (V, N, C, K) fp16 top-n mean tables of the trunk's output
     folds: Folds
+    maps: Tensor | None = None  # (V, N, C, h, w) fp16 trunk output (the objectness recipe)
+
+    def inputs(self, recipe: Recipe) -> Tensor:
+        """What `recipe` is fitted on and scores: the maps for objectness, else the tables."""
+        if not recipe.objectness:
+            return self.views
+        if self.maps is None:
+            raise ValueError(f"{recipe.name!r} needs the trunk's maps; {self.name} has tables only")
+        return self.maps
 
 
 def load_dataset(spec: str, k: int, seed: int, cache_dir: Path) -> Dataset:
@@ -88,10 +98,11 @@ def load_dataset(spec: str, k: int, seed: int, cache_dir: Path) -> Dataset:
     images = READERS[data_format](Path(path), check_images=False, on_bad_image="skip")
     model = FromBlock(ViralityNet(NetworkConfig(pooling="gap")), FROZEN)
     paths = [image.path for image in images]
-    views = top_mean_table(cached_inputs(model, paths, VIEWS, 0, torch.device("cpu"), cache_dir))
+    maps = cached_inputs(model, paths, VIEWS, 0, torch.device("cpu"), cache_dir)
     root = split_root(Path(path), data_format)
+    folds = make_folds(images, k, seed)
     return Dataset(
-        data_format, root, paths, scores_array(images), views, make_folds(images, k, seed)
+        data_format, root, paths, scores_array(images), top_mean_table(maps), folds, maps
     )
 
 
@@ -128,7 +139,7 @@ def out_of_fold(recipe: Recipe, sets: list[Dataset], seed: int) -> dict[str, np.
     """
     scores = {d.name: np.zeros(len(d.scores)) for d in sets}
     for i in range(sets[0].folds.k):
-        views = torch.cat([d.views[:, d.folds.train(i)] for d in sets], dim=1)
+        views = torch.cat([d.inputs(recipe)[:, d.folds.train(i)] for d in sets], dim=1)
         targets = (
             joint_scores([d.scores[d.folds.train(i)] for d in sets])
             if len(sets) > 1
@@ -137,7 +148,7 @@ def out_of_fold(recipe: Recipe, sets: list[Dataset], seed: int) -> dict[str, np.
         scorer, _ = fit_recipe(recipe, views, targets, seed)
         for d in sets:
             test = d.folds.test(i)
-            scores[d.name][test] = score_views(scorer, d.views[:, test], recipe.tta)
+            scores[d.name][test] = score_views(scorer, d.inputs(recipe)[:, test], recipe.tta)
     return scores
 
 
@@ -152,8 +163,8 @@ def across(recipe: Recipe, source: Dataset, target: Dataset, seed: int) -> dict[
 
     (A bootstrap over all of the target's pairs would hold resamples x ~10^6 pair weights.)
     """
-    scorer, _ = fit_recipe(recipe, source.views, source.scores, seed)
-    return fold_summary(score_views(scorer, target.views, recipe.tta), target)
+    scorer, _ = fit_recipe(recipe, source.inputs(recipe), source.scores, seed)
+    return fold_summary(score_views(scorer, target.inputs(recipe), recipe.tta), target)
 
 
 def _cell(result: dict[str, Any], key: str = "") -> str:

@@ -14,6 +14,10 @@ again for every member of a fold ensemble.
     pooling ensemble (`etas`): one member per eta (1 = GAP, 0 = GMP), each on all images;
             s(I) = (1/m) sum_j s_j(I) again, so it ships as one network.
     epochs = 0: the head is the ridge fit on the pooled features, nothing else is trained.
+    objectness (section 3.4): the class maps of the k ImageNet classes most activated on the
+            training images, fused into f by a learned 1x1 conv (identity at start) before
+            LENA. The fusion changes f, so this recipe trains on the cached maps themselves
+            (`Dataset.maps`), not on top-n mean tables.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import torch
 from torch import Tensor
 
 from model.network import NetworkConfig, ViralityNet
+from training.build import init_head_from_ridge as init_head_on_maps
+from training.build import objectness_classes
+from training.cache import FromBlock
 from training.folds import assign_folds
 from training.ridge import fit_ridge
 from training.tables import TableHead, pool_table
@@ -53,6 +60,7 @@ class Recipe:
     backbone: str = "mobilenet_v2"  # whose frozen output the tables hold
     tta: bool = False  # average the plain and mirrored views (the service scores the plain one)
     etas: tuple[float, ...] = ()  # a pooling ensemble: one member per eta (overrides eta_init)
+    objectness: int = 0  # > 0: fuse this many ImageNet class maps (fitted on the maps)
 
 
 def _train_config(recipe: Recipe, seed: int) -> TrainConfig:
@@ -128,11 +136,38 @@ def _ridge_scorer(tables: Tensor, scores: np.ndarray) -> Scorer:
     return lambda x: probe(x[..., -1].double().numpy())
 
 
+def fit_on_maps(
+    recipe: Recipe, maps: Tensor, scores: np.ndarray, seed: int
+) -> tuple[Scorer, ViralityNet]:
+    """The objectness recipe on (V, N, C, h, w) cached trunk maps: classes picked on these
+    images, head from the ridge fit, then fusion, eta and head on pairs, stopped early."""
+    cpu = torch.device("cpu")
+    cfg = _train_config(recipe, seed)
+    probe_net = build_network(replace(recipe, objectness=0), seed)
+    classes = objectness_classes(FromBlock(probe_net, FROZEN), maps, recipe.objectness, cpu)
+    torch.manual_seed(seed)
+    config = NetworkConfig(recipe.backbone, recipe.pooling, recipe.eta_init, classes)
+    model = FromBlock(ViralityNet(config, pretrained=True), FROZEN)
+    n = len(scores)
+    held = np.random.default_rng(seed).permutation(n)[: max(2, round(0.15 * n))]
+    keep = np.ones(n, dtype=bool)
+    keep[held] = False
+    kept = torch.from_numpy(keep)
+    init_head_on_maps(model, maps[0, kept], scores[keep], cfg.ratio, cpu)
+    result = fit(model, maps[:, kept], scores[keep], maps[0, held], scores[held], cfg)
+    model.load_state_dict(result.model_state)
+    model.eval()
+    return (lambda x: predict(model, x, cpu)), model.net
+
+
 def fit_recipe(
     recipe: Recipe, views: Tensor, scores: np.ndarray, seed: int = 0
 ) -> tuple[Scorer, list[ViralityNet]]:
-    """Fit a recipe on (V, N, C, K) training tables; returns its scorer and the member
-    networks (empty for the ridge probe)."""
+    """Fit a recipe on (V, N, C, K) training tables (the objectness recipe: (V, N, C, h, w)
+    maps); returns its scorer and the member networks (empty for the ridge probe)."""
+    if recipe.objectness:
+        scorer, net = fit_on_maps(recipe, views, scores, seed)
+        return scorer, [net]
     if recipe.pooling == "ridge":
         return _ridge_scorer(views, scores), []
     n = len(scores)

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from model.ensemble import stack_members
+from training.accuracy import pair_accuracy
 from training.crossval import Dataset, fold_summary, out_of_fold, table
 from training.data import ScoredImage
 from training.folds import make_folds
+from training.pairs import ratio_pairs
 from training.recipes import Recipe, fit_recipe
 from training.ridge import fit_ridge
 from training.tables import TableHead
@@ -107,3 +109,26 @@ def test_table_rows_keep_their_width_when_only_some_recipes_ran_jointly() -> Non
     widths = {line.count("|") for line in text.splitlines()}
     assert widths == {8}  # recipe + 2 x (>= 2x, top/bottom, both ->) columns
     assert text.splitlines()[-1].endswith("| - | - |")
+
+
+def test_objectness_recipe_trains_the_fusion_on_the_maps() -> None:
+    """Section 3.4 on cached MobileNetV2 maps: the classes are picked on the training images,
+    the fusion (identity at start) is trained, and held-out scores follow the signal."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(4)
+    n, c = 240, 1280
+    z = rng.normal(size=n)  # how viral each image is, written along one direction v >= 0
+    v = rng.uniform(0.0, 1.0, size=(c, 1, 1))
+    noise = rng.gamma(1.0, 0.5, size=(1, n, c, 3, 3))
+    maps = torch.from_numpy(noise + 0.5 * (z[:, None, None, None] + 2.0) * v).half()
+    scores = np.round(np.exp(4 + 1.5 * z))
+    recipe = Recipe("obj", eta_init=1.0, objectness=5, epochs=1)
+    scorer, (net,) = fit_recipe(recipe, maps[:, :180], scores[:180])
+    assert net.objectness is not None
+    assert len(net.config.objectness_classes) == 5
+    identity = torch.eye(c)
+    fused = net.objectness.fuse.weight[:, :c, 0, 0].detach()
+    assert not torch.equal(fused, identity)  # trained, not left at its start
+    held_out = scorer(maps[0, 180:])
+    pairs = ratio_pairs(scores[180:], 2.0)
+    assert pair_accuracy(held_out, pairs) > 0.7
