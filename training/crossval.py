@@ -61,7 +61,9 @@ RECIPES: dict[str, Recipe] = {
         Recipe("LENA eta 1, 5-fold ensemble", eta_init=1.0, members=5),
         Recipe("LENA eta {1, 0}, ridge heads", etas=(1.0, 0.0), epochs=0),
         Recipe("LENA eta {1, 0}", etas=(1.0, 0.0)),
-        Recipe("LENA eta 1 + objectness (20 classes)", eta_init=1.0, objectness=20),
+        Recipe(
+            "LENA eta 1 + objectness (20 classes), 2 epochs", eta_init=1.0, objectness=20, epochs=2
+        ),
     )
 }
 
