@@ -35,6 +35,23 @@ DANKMEMES_CSV = "labels.csv"
 DANKMEMES_IMAGES = "images"
 REDDIT_SCORE = "Upvotes"  # the Reddit memes set: labels.csv (File, Upvotes, Created) + images/
 
+# What a checkpoint records about the data it was fitted on, per layout (its `data_format`).
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "dankmemes": {
+        "name": "DANKMEMES 2020 task 1 training images (1,280 of 1,600)",
+        "engagement": "likes + comments of the Instagram post (Italian political memes, 2019)",
+        "licence": "CC BY-NC-ND 4.0: non-commercial use only",
+        "citation": "Miliani et al., DANKMEMES @ EVALITA 2020",
+    },
+    "reddit": {
+        "name": "Reddit memes 2016-2018 (1,900 of 2,380 images)",
+        "engagement": "upvotes of the Reddit post (English memes, Aug 2016 - Apr 2018)",
+        "licence": "unknown (third-party Reddit posts): research and evaluation use only",
+        "citation": "Kaggle 'reddit-memes-dataset' (sayangoswami), via "
+        "stella-lu/meme-popularity-classifier-sofia-fall-2025@3a35221",
+    },
+}
+
 
 class DataError(ValueError):
     """A problem with the user's data (not with the caller's arguments), worded for the user."""

@@ -17,25 +17,18 @@ import numpy as np
 from model.checkpoint import Calibration, CheckpointInfo, save_checkpoint
 from training.cache import FromBlock
 from training.config import TrainConfig
-from training.data import Split, split_root
+from training.data import DESCRIPTIONS, Split, split_root
 from training.evaluate import held_out_metrics
 from training.fit import FitResult
 
 log = logging.getLogger("viraliency.train.save")
-
-DANKMEMES_DESCRIPTION = {
-    "name": "DANKMEMES 2020 task 1 training images (1,280 of 1,600)",
-    "engagement": "likes + comments of the Instagram post",
-    "licence": "CC BY-NC-ND 4.0: the weights are for non-commercial use",
-    "citation": "Miliani et al., DANKMEMES @ EVALITA 2020",
-}
 
 
 def describe_data(cfg: TrainConfig, split: Split) -> dict[str, Any]:
     root = split_root(Path(cfg.data), cfg.data_format)
     description: dict[str, Any] = {"source": Path(cfg.data).name, "format": cfg.data_format}
     if cfg.data_format == "dankmemes":
-        description.update(DANKMEMES_DESCRIPTION)
+        description.update(DESCRIPTIONS["dankmemes"])
     description["split"] = split.to_json(root)
     return description
 

@@ -25,26 +25,11 @@ import torch
 from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from model.ensemble import stack_members
 from training.crossval import RECIPES, Dataset, fold_summary, load_dataset, out_of_fold
+from training.data import DESCRIPTIONS
 from training.joint import joint_scores
 from training.recipes import Recipe, fit_recipe
 
 log = logging.getLogger("viraliency.ship")
-
-DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "dankmemes": {
-        "name": "DANKMEMES 2020 task 1 training images (1,280 of 1,600)",
-        "engagement": "likes + comments of the Instagram post (Italian political memes, 2019)",
-        "licence": "CC BY-NC-ND 4.0: non-commercial use only",
-        "citation": "Miliani et al., DANKMEMES @ EVALITA 2020",
-    },
-    "reddit": {
-        "name": "Reddit memes 2016-2018 (1,900 of 2,380 images)",
-        "engagement": "upvotes of the Reddit post (English memes, Aug 2016 - Apr 2018)",
-        "licence": "unknown (third-party Reddit posts): research and evaluation use only",
-        "citation": "Kaggle 'reddit-memes-dataset' (sayangoswami), via "
-        "stella-lu/meme-popularity-classifier-sofia-fall-2025@3a35221",
-    },
-}
 
 
 def summary(sets: list[Dataset]) -> tuple[str, str]:

@@ -33,19 +33,19 @@ from model.checkpoint import Calibration, CheckpointInfo, save_checkpoint
 from model.images import normalise, squash
 from model.viralnet import ViralNet, config_for_arch, viralnet_loss
 from training.config import ConfigError, TrainConfig
-from training.data import BadImagePolicy, read_data, scores_array, split_by_image, split_root
+from training.data import (
+    DESCRIPTIONS,
+    BadImagePolicy,
+    read_data,
+    scores_array,
+    split_by_image,
+    split_root,
+)
 from training.evaluate import validation_metrics
 from training.pairs import PairProtocol, PairSampler
 from training.views import load_rgb
 
 log = logging.getLogger("viraliency.viralnet")
-
-DANKMEMES_DATA = {
-    "name": "DANKMEMES 2020 task 1 training images (1,280 of 1,600)",
-    "citation": "Miliani et al., DANKMEMES @ EVALITA 2020",
-    "licence": "CC BY-NC-ND 4.0: the weights are for non-commercial use",
-    "engagement": "likes + comments of the Instagram post",
-}
 
 
 @dataclass
@@ -197,7 +197,7 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     training = {
         "config": asdict(cfg),
         "data": {
-            **(DANKMEMES_DATA if cfg.data_format == "dankmemes" else {}),
+            **(DESCRIPTIONS["dankmemes"] if cfg.data_format == "dankmemes" else {}),
             "format": cfg.data_format,
             "source": data.name,
             "split": split.to_json(split_root(data, cfg.data_format)),
