@@ -136,6 +136,11 @@ def _ridge_scorer(tables: Tensor, scores: np.ndarray) -> Scorer:
     return lambda x: probe(x[..., -1].double().numpy())
 
 
+def early_stop_images(n: int, seed: int) -> np.ndarray:
+    """The inner 15% (at least 2) of n training images that a recipe stops early on."""
+    return np.random.default_rng(seed).permutation(n)[: max(2, round(0.15 * n))]
+
+
 def fit_on_maps(
     recipe: Recipe, maps: Tensor, scores: np.ndarray, seed: int
 ) -> tuple[Scorer, ViralityNet]:
@@ -143,13 +148,16 @@ def fit_on_maps(
     images, head from the ridge fit, then fusion, eta and head on pairs, stopped early."""
     cpu = torch.device("cpu")
     cfg = _train_config(recipe, seed)
-    probe_net = build_network(replace(recipe, objectness=0), seed)
-    classes = objectness_classes(FromBlock(probe_net, FROZEN), maps, recipe.objectness, cpu)
+    # The maps are the whole trunk's output, so picking the classes needs only the config (and
+    # the pretrained classifier, which objectness_classes loads): no second pretrained trunk.
+    plain = NetworkConfig(recipe.backbone, recipe.pooling, recipe.eta_init)
+    chooser = FromBlock(ViralityNet(plain, pretrained=False), FROZEN)
+    classes = objectness_classes(chooser, maps, recipe.objectness, cpu)
     torch.manual_seed(seed)
-    config = NetworkConfig(recipe.backbone, recipe.pooling, recipe.eta_init, classes)
+    config = replace(plain, objectness_classes=classes)
     model = FromBlock(ViralityNet(config, pretrained=True), FROZEN)
     n = len(scores)
-    held = np.random.default_rng(seed).permutation(n)[: max(2, round(0.15 * n))]
+    held = early_stop_images(n, seed)
     keep = np.ones(n, dtype=bool)
     keep[held] = False
     kept = torch.from_numpy(keep)
@@ -173,7 +181,7 @@ def fit_recipe(
     n = len(scores)
     stop_on = None
     if recipe.early_stop and recipe.epochs > 0:
-        stop_on = np.random.default_rng(seed).permutation(n)[: max(2, round(0.15 * n))]
+        stop_on = early_stop_images(n, seed)
     if recipe.etas:
         members = [
             fit_member(replace(recipe, eta_init=eta), views, scores, stop_on, seed)
