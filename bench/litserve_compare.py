@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,8 +46,6 @@ class LitServeServer(Server):
 
     def __init__(self, args: argparse.Namespace, log_path: Path) -> None:
         self.port = free_port()
-        self.log_path = log_path
-        self._log = log_path.open("wb")
         command = [
             sys.executable,
             __file__,
@@ -63,30 +58,9 @@ class LitServeServer(Server):
             "--max-wait-ms",
             str(args.max_wait_ms),
         ]
-        # Its own process group: LitServe spawns its HTTP server and inference worker as child
-        # processes that outlive a SIGTERM to their parent. Left running, they kept spinning
-        # through every later run of this script (both servers' numbers, round 2 most).
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=dict(os.environ),
-            stdout=self._log,
-            stderr=self._log,
-            start_new_session=True,
-        )
+        self._start(command, ROOT, dict(os.environ), log_path)
         self.url = f"http://{HOST}:{self.port}"
         self.ready_path = "/health"
-
-    def stop(self) -> None:
-        """SIGTERM to the whole group (server, HTTP and worker processes), then SIGKILL."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        self._log.close()
 
 
 def ours(args: argparse.Namespace, log_path: Path) -> Server:

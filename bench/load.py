@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -98,13 +99,19 @@ class Server:
         self.port = free_port()
         env = {**os.environ, **settings}
         env.update({"VIRALIENCY_HOST": HOST, "VIRALIENCY_PORT": str(self.port)})
+        self._start([sys.executable, "-m", "app"], root, env, log_path)
+        self.url = f"http://{HOST}:{self.port}"
+        self.ready_path = "/readyz"
+
+    def _start(self, command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> None:
+        """Run `command` in its own session, so that `stop` reaches every process it spawns
+        (LitServe's HTTP server and inference worker outlived a SIGTERM to their parent and
+        kept spinning through later runs)."""
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=root, env=env, stdout=self._log, stderr=self._log
+            command, cwd=cwd, env=env, stdout=self._log, stderr=self._log, start_new_session=True
         )
-        self.url = f"http://{HOST}:{self.port}"
-        self.ready_path = "/readyz"
 
     async def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -123,13 +130,14 @@ class Server:
         raise RuntimeError(f"server did not become ready in {timeout} s; its log ends:\n{tail}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """SIGTERM to the server's whole process group, then SIGKILL to what is left."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         self._log.close()
 
 
