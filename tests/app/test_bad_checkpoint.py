@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,14 +18,7 @@ from app.main import create_app
 from app.settings import Settings
 from model.checkpoint import CheckpointError
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from .server import ROOT, free_port
 
 
 def start(checkpoint: Path) -> subprocess.CompletedProcess[str]:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,61 +13,24 @@ import pytest
 
 from .helpers import on_both_archs
 from .imaging import jpeg, multipart
+from .server import Server, serving
 
-ROOT = Path(__file__).resolve().parents[2]
 IN_FLIGHT = 4
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def server(
-    served_checkpoint: Path, tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def server(served_checkpoint: Path, tmp_path: Path) -> Iterator[Server]:
     """The service on 127.0.0.1 with a batch that closes 1.5 s after its first image."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRALIENCY_")}
-    env.update(
-        VIRALIENCY_CHECKPOINT=str(served_checkpoint),
-        VIRALIENCY_DEVICE="cpu",
-        VIRALIENCY_HOST="127.0.0.1",
-        VIRALIENCY_PORT=str(port),
-        VIRALIENCY_MAX_BATCH_SIZE="16",
-        VIRALIENCY_MAX_WAIT_MS="1500",
-        VIRALIENCY_BATCH_CLOSE_WHEN_IDLE="false",  # hold the first batch open for 1.5 s
-        VIRALIENCY_DECODE_THREADS="2",
-        VIRALIENCY_SHUTDOWN_TIMEOUT_S="10",
-    )
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
-        print((tmp_path / "server.log").read_text(errors="replace")[-4000:])  # shown on failure
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited during start-up"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become ready")
+    with serving(
+        served_checkpoint,
+        tmp_path,
+        max_batch_size="16",
+        max_wait_ms="1500",
+        batch_close_when_idle="false",  # hold the first batch open for 1.5 s
+        decode_threads="2",
+        shutdown_timeout_s="10",
+    ) as running:
+        yield running
 
 
 def queued(url: str) -> int:
@@ -81,10 +40,10 @@ def queued(url: str) -> int:
 
 @on_both_archs
 def test_sigterm_finishes_accepted_requests_then_exits(
-    server: tuple[subprocess.Popen[bytes], str],
+    server: Server,
 ) -> None:
-    process, url = server
-    wait_ready(url, process)
+    process, url = server.process, server.url
+    server.wait_ready(timeout=180.0)
 
     def post(seed: int) -> httpx.Response:
         return httpx.post(f"{url}/score", files=multipart(jpeg(seed=seed)), timeout=20.0)
