@@ -35,10 +35,11 @@ log = logging.getLogger("viraliency.ship")
 def summary(sets: list[Dataset]) -> tuple[str, str]:
     """(data, licence): one line each, as `/model` and the web page show them."""
     names = [DESCRIPTIONS.get(d.name, {}).get("name", d.name) for d in sets]
-    licences = [f"{d.name}: {DESCRIPTIONS.get(d.name, {}).get('licence', 'unknown')}" for d in sets]
+    licences = [DESCRIPTIONS.get(d.name, {}).get("licence", "unknown") for d in sets]
     if len(sets) == 1:
-        return names[0], licences[0].partition(": ")[2]
-    return " + ".join(names), "the most restrictive applies; " + "; ".join(licences)
+        return names[0], licences[0]
+    each = "; ".join(f"{d.name}: {licence}" for d, licence in zip(sets, licences, strict=True))
+    return " + ".join(names), "the most restrictive applies; " + each
 
 
 def describe(sets: list[Dataset]) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def ship_sets(
         )
     oof = out_of_fold(recipe, sets, seed)
     metrics = {d.name: fold_summary(oof[d.name], d) for d in sets}
-    views = torch.cat([d.views for d in sets], dim=1)
+    views = torch.cat([d.inputs(recipe) for d in sets], dim=1)  # maps for objectness
     targets = joint_scores([d.scores for d in sets]) if len(sets) > 1 else sets[0].scores
     _, members = fit_recipe(recipe, views, targets, seed)
     net = stack_members(members) if len(members) > 1 else members[0]
