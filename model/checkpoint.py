@@ -64,6 +64,17 @@ class CheckpointInfo:
     calibration: Calibration | None = None
     training: dict[str, Any] = field(default_factory=dict)  # data, licence, split, hparams
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Per-platform heads: each platform's own head's quantiles (`calibration` is the gate's mix).
+    platform_calibration: dict[str, Calibration] = field(default_factory=dict)
+
+    @property
+    def platforms(self) -> list[str]:
+        """The platforms a caller may name (per-platform heads); empty for one head."""
+        return list(getattr(self.network, "platforms", []))
+
+    def calibration_for(self, platform: str | None) -> Calibration | None:
+        """The quantiles that score is read against: a named platform's, else the default."""
+        return self.calibration if platform is None else self.platform_calibration.get(platform)
 
     @property
     def arch(self) -> str:
@@ -79,6 +90,11 @@ class CheckpointInfo:
             "preprocessing": self.preprocessing.to_json(),
             **(_eta_summary(model) if isinstance(model, ViralityNet) else {}),
             "calibration": None if self.calibration is None else vars(self.calibration),
+            **(
+                {"platform_calibration": {k: vars(v) for k, v in self.platform_calibration.items()}}
+                if self.platform_calibration
+                else {}
+            ),
             "training": self.training,
             "metrics": self.metrics,
         }
@@ -100,6 +116,10 @@ class CheckpointInfo:
             calibration=Calibration(calibration["quantiles"]) if calibration else None,
             training=dict(data.get("training") or {}),
             metrics=dict(data.get("metrics") or {}),
+            platform_calibration={
+                str(k): Calibration(v["quantiles"])
+                for k, v in (data.get("platform_calibration") or {}).items()
+            },
         )
 
 
@@ -148,7 +168,11 @@ def read_info(folder: Path) -> CheckpointInfo:
         info = CheckpointInfo.from_json(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{config_path} is incomplete or malformed: {exc!r}") from exc
-    problem = _network_problem(info.network) or _calibration_problem(info.calibration)
+    problem = (
+        _network_problem(info.network)
+        or _calibration_problem(info.calibration)
+        or next(filter(None, map(_calibration_problem, info.platform_calibration.values())), None)
+    )
     if problem:
         raise CheckpointError(f"{config_path}: {problem}")
     return info
@@ -162,6 +186,8 @@ def _network_problem(network: NetworkConfig | ViralNetConfig) -> str | None:
         return _viralnet_problem(network)
     if network.pooling not in POOLINGS:
         return f"network.pooling {network.pooling!r} is unknown; known: {', '.join(POOLINGS)}"
+    if len(set(network.platforms)) != len(network.platforms) or "auto" in network.platforms:
+        return f"network.platforms {network.platforms!r}: names must be unique and not 'auto'"
     if not 0.0 <= network.eta_init <= 1.0:  # also catches NaN
         return f"network.eta_init is {network.eta_init}; it must be in [0, 1]"
     bad = [

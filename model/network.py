@@ -29,6 +29,9 @@ class NetworkConfig:
     objectness_classes: list[int] = field(default_factory=list)
     # A fold ensemble (model/ensemble.py): this many members' pools and heads, stacked.
     members: int = 1
+    # Per-platform heads (model/ensemble.stack_platforms): one output per name, mixed by a gate
+    # on the image's GAP features unless the caller names the platform; empty = one head.
+    platforms: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,6 +43,7 @@ class NetworkConfig:
             **known,
             objectness_classes=list(data.get("objectness_classes", [])),
             members=int(data.get("members", 1)),
+            platforms=[str(p) for p in data.get("platforms", [])],
         )
 
 
@@ -103,7 +107,11 @@ class ViralityNet(nn.Module):
             )
         channels = backbone.channels * config.members
         self.pool: GlobalPool = build_pool(config.pooling, channels, config.eta_init)
-        self.head = nn.Linear(channels, 1)
+        self.head = nn.Linear(channels, len(config.platforms) or 1)
+        # Platform logits from the trunk's globally averaged features (one copy of them).
+        self.gate = (
+            nn.Linear(backbone.channels, len(config.platforms)) if config.platforms else None
+        )
 
     def feature_maps(self, images: Tensor) -> Tensor:
         """The latent concept detectors f_l. (B, 3, S, S) -> (B, L, h, w)
@@ -116,8 +124,26 @@ class ViralityNet(nn.Module):
         return f.repeat(1, self.config.members, 1, 1) if self.config.members > 1 else f
 
     def score_features(self, f: Tensor) -> Tensor:
-        """s = w . pool(f) + b. (B, L, h, w) -> (B,)"""
-        return self.head(self.pool(f)).squeeze(-1)
+        """s = w . pool(f) + b (per-platform heads: gated, see `mixing`). (B, L, h, w) -> (B,)"""
+        scores = self.head(self.pool(f))
+        if self.gate is None:
+            return scores.squeeze(-1)
+        return (self.mixing(f) * scores).sum(dim=1)
+
+    def mixing(self, f: Tensor, platform: Tensor | None = None) -> Tensor:
+        """Per-platform heads: how much each platform's score counts, (B, P) rows summing to 1.
+
+        p(I) = softmax(W_g . GAP(f(I)) + b_g), the gate's guess of the image's platform; where
+        `platform[i]` >= 0 names one, row i is that platform's one-hot instead.
+        """
+        if self.gate is None:
+            raise ValueError("this network has one head, not per-platform heads")
+        weights = torch.softmax(self.gate(f[:, : self.gate.in_features].mean(dim=(2, 3))), dim=1)
+        if platform is not None:
+            chosen = platform >= 0
+            one_hot = F.one_hot(platform.clamp(min=0), weights.shape[1]).to(weights.dtype)
+            weights = torch.where(chosen[:, None], one_hot, weights)
+        return weights
 
     def forward(self, images: Tensor) -> Tensor:  # (B, 3, S, S) -> (B,)
         return self.score_features(self.feature_maps(images))
@@ -127,18 +153,44 @@ class ViralityNet(nn.Module):
         scores = self(torch.cat([images_a, images_b]))
         return scores[: len(images_a)] - scores[len(images_a) :]
 
-    def viraliency(self, images: Tensor, dense: bool = False) -> tuple[Tensor, Tensor]:
+    def viraliency(
+        self, images: Tensor, dense: bool = False, platform: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Scores and viraliency maps at feature resolution. -> (B,), (B, h, w)
 
         eq. (7): a(w, h) = sum_l w_l f_l^eta(w, h), where f_l^eta keeps only the N_l positions
         the pooling selected in channel l. dense=True gives eq. (3) instead (every position).
+        Per-platform heads: score and map are the `mixing` of the heads' (`platform`: (B,)
+        indices into config.platforms, -1 = the gate's guess; None = all guessed).
         """
+        scores, maps, weights = self._heads(images, dense, platform)
+        if weights is None:
+            return scores[:, 0], maps[:, 0]
+        return (weights * scores).sum(dim=1), torch.einsum("bp,bphw->bhw", weights, maps)
+
+    def platform_viraliency(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Every choice a caller can make at once: column 0 the gate's mixture, column 1 + p
+        platform p's own head. -> (B, 1 + P), (B, 1 + P, h, w); (B, 1), (B, 1, h, w) for one head.
+        """
+        scores, maps, weights = self._heads(images, dense=False, platform=None)
+        if weights is None:
+            return scores, maps
+        mixed = (weights * scores).sum(dim=1, keepdim=True)
+        mixed_map = torch.einsum("bp,bphw->bhw", weights, maps)[:, None]
+        return torch.cat([mixed, scores], dim=1), torch.cat([mixed_map, maps], dim=1)
+
+    def _heads(
+        self, images: Tensor, dense: bool, platform: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Every head's score and map, and the mixing weights (None for one head).
+        -> (B, P), (B, P, h, w), (B, P) | None"""
         f = self.feature_maps(images)
-        scores = self.score_features(f)
+        scores = self.head(self.pool(f))
+        weights = None if self.gate is None else self.mixing(f, platform)
         if not dense:
             f = f * self.pool.selection_mask(f)
-        maps = torch.einsum("blhw,l->bhw", f, self.head.weight[0].to(f.dtype))
-        return scores, maps
+        maps = torch.einsum("blhw,pl->bphw", f, self.head.weight.to(f.dtype))
+        return scores, maps, weights
 
 
 def pairwise_loss(logits: Tensor, labels: Tensor) -> Tensor:
