@@ -34,11 +34,12 @@ from torch import Tensor
 from model.network import NetworkConfig, ViralityNet
 from training.accuracy import pair_accuracy
 from training.cache import FromBlock, cached_inputs
-from training.data import read_dankmemes, read_reddit, scores_array, split_root
+from training.data import DESCRIPTIONS, read_dankmemes, read_reddit, scores_array, split_root
 from training.folds import Folds, make_folds, mean_and_interval
 from training.joint import joint_scores
 from training.pairs import extreme_pairs, ratio_pairs
-from training.recipes import FROZEN, Recipe, fit_recipe, score_views
+from training.platforms import PlatformData, fit_platforms
+from training.recipes import FROZEN, Recipe, Scorer, fit_recipe, score_views
 from training.tables import top_mean_table
 
 log = logging.getLogger("viraliency.crossval")
@@ -60,6 +61,22 @@ RECIPES: dict[str, Recipe] = {
         Recipe("LENA eta 1 + mirror TTA", eta_init=1.0, tta=True),
         Recipe("LENA eta 1, 5-fold ensemble", eta_init=1.0, members=5),
         Recipe("LENA eta {1, 0}, ridge heads", etas=(1.0, 0.0), epochs=0),
+        Recipe(
+            "LENA eta {1, 0}, ridge heads per platform, gated",
+            etas=(1.0, 0.0),
+            epochs=0,
+            per_platform=True,
+        ),
+        *(
+            Recipe(
+                f"LENA eta {{1, 0}}, ridge heads per platform, gate penalty {l2:g}",
+                etas=(1.0, 0.0),
+                epochs=0,
+                per_platform=True,
+                gate_l2=l2,
+            )
+            for l2 in (0.01, 0.001)
+        ),
         Recipe("LENA eta {1, 0}", etas=(1.0, 0.0)),
         Recipe(
             "LENA eta 1 + objectness (20 classes), 2 epochs", eta_init=1.0, objectness=20, epochs=2
@@ -69,7 +86,12 @@ RECIPES: dict[str, Recipe] = {
 
 
 # The recipes also fitted across and on both datasets (a row each way costs a full k-fold run).
-SHIP_CANDIDATES = ("ridge probe", "LENA eta 1", "LENA eta {1, 0}, ridge heads")
+SHIP_CANDIDATES = (
+    "ridge probe",
+    "LENA eta 1",
+    "LENA eta {1, 0}, ridge heads",
+    "LENA eta {1, 0}, ridge heads per platform, gated",
+)
 
 READERS = {"dankmemes": read_dankmemes, "reddit": read_reddit}
 
@@ -141,17 +163,37 @@ def out_of_fold(recipe: Recipe, sets: list[Dataset], seed: int) -> dict[str, np.
     """
     scores = {d.name: np.zeros(len(d.scores)) for d in sets}
     for i in range(sets[0].folds.k):
-        views = torch.cat([d.inputs(recipe)[:, d.folds.train(i)] for d in sets], dim=1)
-        targets = (
-            joint_scores([d.scores[d.folds.train(i)] for d in sets])
-            if len(sets) > 1
-            else sets[0].scores[sets[0].folds.train(i)]
-        )
-        scorer, _ = fit_recipe(recipe, views, targets, seed)
+        scorer, _ = fit_sets(recipe, sets, [d.folds.train(i) for d in sets], seed)
         for d in sets:
             test = d.folds.test(i)
             scores[d.name][test] = score_views(scorer, d.inputs(recipe)[:, test], recipe.tta)
     return scores
+
+
+def fit_sets(
+    recipe: Recipe, sets: list[Dataset], train: list[np.ndarray], seed: int
+) -> tuple[Scorer, list[ViralityNet]]:
+    """The recipe fitted on the images `train[j]` of each dataset `sets[j]`: one fit on them
+    all (engagement standardised per dataset), or one per dataset (`Recipe.per_platform`)."""
+    if recipe.per_platform and len(sets) > 1:
+        data = [
+            PlatformData(platform_name(d.name), d.inputs(recipe)[:, t], d.scores[t])
+            for d, t in zip(sets, train, strict=True)
+        ]
+        scorer, net = fit_platforms(recipe, data, seed)
+        return scorer, [net]
+    views = torch.cat([d.inputs(recipe)[:, t] for d, t in zip(sets, train, strict=True)], dim=1)
+    targets = (
+        joint_scores([d.scores[t] for d, t in zip(sets, train, strict=True)])
+        if len(sets) > 1
+        else sets[0].scores[train[0]]
+    )
+    return fit_recipe(recipe, views, targets, seed)
+
+
+def platform_name(dataset: str) -> str:
+    """How callers name a dataset's platform (`?platform=`): instagram for DANKMEMES."""
+    return DESCRIPTIONS.get(dataset, {}).get("platform", dataset)
 
 
 def fold_summary(predicted: np.ndarray, data: Dataset) -> dict[str, Any]:
@@ -229,10 +271,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from runs over the same folds and seed (e.g. recipes split between processes,
+    or a recipe added later); a recipe in several keeps the last run's result. Rows follow
+    RECIPES' order."""
+    first = reports[0]
+    for other in reports[1:]:
+        if other["folds"] != first["folds"] or other["seed"] != first["seed"]:
+            raise ValueError("reports of different folds or seeds cannot be merged")
+    results = {name: r for report in reports for name, r in report["results"].items()}
+    order = [n for n in RECIPES if n in results] + [n for n in results if n not in RECIPES]
+    return {
+        "folds": first["folds"],
+        "seed": first["seed"],
+        "results": {n: results[n] for n in order},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Cross-validate the recipes on frozen MobileNetV2 features and print the table."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--data", action="append", required=True, help="FORMAT=PATH")
+    parser.add_argument("--data", action="append", default=[], help="FORMAT=PATH")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="instead of fitting: merge these crossval.json reports (same folds) into --out",
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipes", nargs="*", choices=list(RECIPES), default=None)
@@ -253,7 +319,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    report = run(args)
+    if args.merge:
+        report = merge([json.loads(path.read_text()) for path in args.merge])
+    elif args.data:
+        report = run(args)
+    else:
+        parser.error("give --data FORMAT=PATH (one or more), or --merge REPORT...")
     names = list(report["folds"])
     print(table(report["results"], names))
     print()

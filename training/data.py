@@ -42,6 +42,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "engagement": "likes + comments of the Instagram post (Italian political memes, 2019)",
         "licence": "CC BY-NC-ND 4.0: non-commercial use only",
         "citation": "Miliani et al., DANKMEMES @ EVALITA 2020",
+        "platform": "instagram",
     },
     "reddit": {
         "name": "Reddit memes 2016-2018 (1,900 of 2,380 images)",
@@ -49,6 +50,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "licence": "unknown (third-party Reddit posts): research and evaluation use only",
         "citation": "Kaggle 'reddit-memes-dataset' (sayangoswami), via "
         "stella-lu/meme-popularity-classifier-sofia-fall-2025@3a35221",
+        "platform": "reddit",
     },
 }
 

@@ -61,6 +61,10 @@ class Recipe:
     tta: bool = False  # average the plain and mirrored views (the service scores the plain one)
     etas: tuple[float, ...] = ()  # a pooling ensemble: one member per eta (overrides eta_init)
     objectness: int = 0  # > 0: fuse this many ImageNet class maps (fitted on the maps)
+    # On several datasets: fit each alone, mixed by a platform gate (training/platforms.py),
+    # instead of one fit on them all; gate_l2 is the gate's penalty.
+    per_platform: bool = False
+    gate_l2: float = 0.1
 
 
 def _train_config(recipe: Recipe, seed: int) -> TrainConfig:

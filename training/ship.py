@@ -24,10 +24,17 @@ import torch
 
 from model.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from model.ensemble import stack_members
-from training.crossval import RECIPES, Dataset, fold_summary, load_dataset, out_of_fold
+from training.crossval import (
+    RECIPES,
+    Dataset,
+    fit_sets,
+    fold_summary,
+    load_dataset,
+    out_of_fold,
+    platform_name,
+)
 from training.data import DESCRIPTIONS
-from training.joint import joint_scores
-from training.recipes import Recipe, fit_recipe
+from training.recipes import Recipe
 
 log = logging.getLogger("viraliency.ship")
 
@@ -71,11 +78,13 @@ def ship_sets(
         )
     oof = out_of_fold(recipe, sets, seed)
     metrics = {d.name: fold_summary(oof[d.name], d) for d in sets}
-    views = torch.cat([d.inputs(recipe) for d in sets], dim=1)  # maps for objectness
-    targets = joint_scores([d.scores for d in sets]) if len(sets) > 1 else sets[0].scores
-    _, members = fit_recipe(recipe, views, targets, seed)
+    _, members = fit_sets(recipe, sets, [np.arange(len(d.scores)) for d in sets], seed)
     net = stack_members(members) if len(members) > 1 else members[0]
     calibration = Calibration.from_scores(np.concatenate([oof[d.name] for d in sets]))
+    by_platform: dict[str, Calibration] = {}
+    given: dict[str, Any] = {}  # CV of each platform's own head, for callers that name it
+    if net.config.platforms:
+        given, by_platform = _platform_metrics(recipe, sets, seed)
     seconds = time.monotonic() - started
     data, licence = summary(sets)
     info = CheckpointInfo(
@@ -97,7 +106,8 @@ def ship_sets(
             "seed": seed,
             "seconds": {"features": features_s, "total": seconds},
         },
-        metrics={"crossval": metrics},
+        metrics={"crossval": metrics, **({"crossval_platform_given": given} if given else {})},
+        platform_calibration=by_platform,
     )
     save_checkpoint(net, info, out)
     load_checkpoint(out)  # refuse to leave a checkpoint the service could not load
@@ -109,6 +119,21 @@ def ship_sets(
         {n: m["mean"] for n, m in metrics.items()},
     )
     return out
+
+
+def _platform_metrics(
+    recipe: Recipe, sets: list[Dataset], seed: int
+) -> tuple[dict[str, Any], dict[str, Calibration]]:
+    """Per-platform heads: each platform's head is the recipe fitted on its dataset alone, so
+    its CV metrics are the within-dataset ones. Its percentiles read the out-of-fold scores
+    standardised like the head's own (mean 0, sd 1 over the platform's images)."""
+    metrics: dict[str, Any] = {}
+    by_platform = {}
+    for d in sets:
+        own = out_of_fold(recipe, [d], seed)[d.name]
+        metrics[platform_name(d.name)] = fold_summary(own, d)
+        by_platform[platform_name(d.name)] = Calibration.from_scores((own - own.mean()) / own.std())
+    return metrics, by_platform
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from model.ensemble import stack_members
 from training.accuracy import pair_accuracy
-from training.crossval import Dataset, fold_summary, out_of_fold, table
+from training.crossval import Dataset, fold_summary, merge, out_of_fold, table
 from training.data import ScoredImage
 from training.folds import make_folds
 from training.pairs import ratio_pairs
@@ -132,3 +132,15 @@ def test_objectness_recipe_trains_the_fusion_on_the_maps() -> None:
     held_out = scorer(maps[0, 180:])
     pairs = ratio_pairs(scores[180:], 2.0)
     assert pair_accuracy(held_out, pairs) > 0.7
+
+
+def test_merge_joins_runs_over_the_same_folds_in_recipe_order() -> None:
+    folds = {"a": {"seed": 0, "folds": [["1.jpg"], ["2.jpg"]]}}
+    late = {"folds": folds, "seed": 0, "results": {"GAP": {"x": 1}, "ridge probe": {"x": 2}}}
+    early = {"folds": folds, "seed": 0, "results": {"ridge probe": {"x": 3}}}
+    merged = merge([early, late])
+    assert list(merged["results"]) == ["ridge probe", "GAP"]  # RECIPES' order
+    assert merged["results"]["ridge probe"] == {"x": 2}  # the later run wins
+    other = {"folds": {"a": {"seed": 1, "folds": []}}, "seed": 0, "results": {}}
+    with pytest.raises(ValueError, match="different folds"):
+        merge([early, other])
