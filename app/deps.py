@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from app.errors import ApiError
 from app.metrics import Metrics
@@ -45,7 +45,36 @@ def get_admission(request: Request) -> Admission:
     return admission
 
 
+def get_platform(
+    request: Request,
+    platform: Annotated[
+        str | None,
+        Query(
+            description="Score with this platform's own head (a checkpoint with per-platform "
+            "heads: GET /model lists them in checkpoint.network.platforms); 'auto' or left out: "
+            "the gate's guess of the platform mixes them.",
+            examples=["instagram"],
+        ),
+    ] = None,
+) -> str | None:
+    """The platform whose head scores the request's images; None for the default."""
+    if platform is None or platform == "auto":
+        return None
+    known = get_service(request).engine.info.platforms
+    if platform in known:
+        return platform
+    if not known:
+        message = (
+            f"platform {platform!r}: this checkpoint has one head for every image; "
+            "leave platform out (or use 'auto')"
+        )
+    else:
+        message = f"platform {platform!r} is unknown; this checkpoint scores for {', '.join(known)}"
+    raise ApiError(422, "unknown_platform", message, accepted=["auto", *known])
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServiceDep = Annotated[Service, Depends(get_service)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+PlatformDep = Annotated[str | None, Depends(get_platform)]

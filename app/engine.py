@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,14 @@ ViraliencyMap = NDArray[np.float32]  # (h, w) at feature resolution
 
 @dataclass(frozen=True)
 class Prediction:
-    score: float  # raw s(I)
+    score: float  # raw s(I) (per-platform heads: the gate's mixture)
     viraliency: ViraliencyMap  # eq. (7), (h, w)
+    # Per-platform heads: each platform's own score and map, by name.
+    platforms: Mapping[str, tuple[float, ViraliencyMap]] = field(default_factory=dict)
+
+    def choose(self, platform: str | None) -> tuple[float, ViraliencyMap]:
+        """The score and map a caller asked for: a named platform's head, or the default."""
+        return (self.score, self.viraliency) if platform is None else self.platforms[platform]
 
 
 class Engine:
@@ -86,8 +93,10 @@ class Engine:
         )
         return cls(net, info, resolved)
 
-    def percentile(self, score: float) -> float | None:
-        calibration = self.info.calibration
+    def percentile(self, score: float, platform: str | None = None) -> float | None:
+        """Where `score` (of that platform's head, or the default) falls among the calibration
+        images' scores; None for an uncalibrated checkpoint."""
+        calibration = self.info.calibration_for(platform)
         return None if calibration is None else calibration.percentile(score)
 
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -108,10 +117,18 @@ class Engine:
         """Score a batch of squashed (S, S, 3) uint8 RGB images; one Prediction each, in order."""
         x = self.to_input(np.stack(images))
         with self._autocast():
-            scores, maps, _ = predict(self.net, x)  # (B,), (B, h, w)
-        scores_np = scores.float().cpu().numpy()
-        maps_np = maps.float().cpu().numpy()
-        return [Prediction(float(s), m) for s, m in zip(scores_np, maps_np, strict=True)]
+            out = predict(self.net, x)  # (B,), (B, h, w)
+        scores = out.scores.float().cpu().numpy()
+        maps = out.maps.float().cpu().numpy()
+        if out.platform_scores is None or out.platform_maps is None:
+            return [Prediction(float(s), m) for s, m in zip(scores, maps, strict=True)]
+        names = self.info.platforms
+        by_platform = out.platform_scores.float().cpu().numpy()
+        platform_maps = out.platform_maps.float().cpu().numpy()
+        return [
+            Prediction(float(s), m, {n: (float(ps[p]), pm[p]) for p, n in enumerate(names)})
+            for s, m, ps, pm in zip(scores, maps, by_platform, platform_maps, strict=True)
+        ]
 
     @property
     def localises(self) -> bool:

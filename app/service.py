@@ -92,11 +92,14 @@ class Admission:
         self._reservation = reservation
         self.settings = service.settings
 
-    async def score(self, uploads: Sequence[Upload], keep: bool = True) -> list[Scored]:
-        """Score uploads in order; keep=True keeps them for GET /heatmap and GET /regions."""
+    async def score(
+        self, uploads: Sequence[Upload], keep: bool = True, platform: str | None = None
+    ) -> list[Scored]:
+        """Score uploads in order; keep=True keeps them for GET /heatmap and GET /regions.
+        `platform` picks that platform's head of a checkpoint that has one per platform."""
         prepared = await self.decode(uploads)
         predictions = await self.batch([item for _, item in prepared])
-        return await self.unbatch(uploads, prepared, predictions, keep)
+        return await self.unbatch(uploads, prepared, predictions, keep, platform)
 
     async def decode(self, uploads: Sequence[Upload]) -> list[tuple[str, Prepared]]:
         """Decode every upload in the pool; a bad one fails the request, the first by position."""
@@ -113,15 +116,17 @@ class Admission:
         prepared: Sequence[tuple[str, Prepared]],
         predictions: Sequence[Prediction],
         keep: bool,
+        platform: str | None = None,
     ) -> list[Scored]:
         """Per image: its score, percentile and map, kept for later drawing when asked."""
         service = self._service
         engine = service.engine
+        chosen = [prediction.choose(platform) for prediction in predictions]
         kept = await asyncio.gather(
             *(
-                service.keep(upload, image_id, item, prediction)
-                for upload, (image_id, item), prediction in zip(
-                    uploads, prepared, predictions, strict=True
+                service.keep(upload, image_id, item, viraliency)
+                for upload, (image_id, item), (_, viraliency) in zip(
+                    uploads, prepared, chosen, strict=True
                 )
                 if keep
             )
@@ -129,15 +134,15 @@ class Admission:
         return [
             Scored(
                 image_id,
-                prediction.score,
-                engine.percentile(prediction.score),
+                score,
+                engine.percentile(score, platform),
                 item.width,
                 item.height,
-                prediction.viraliency,
+                viraliency,
                 kept=keep and kept[i],
             )
-            for i, ((image_id, item), prediction) in enumerate(
-                zip(prepared, predictions, strict=True)
+            for i, ((image_id, item), (score, viraliency)) in enumerate(
+                zip(prepared, chosen, strict=True)
             )
         ]
 
@@ -342,11 +347,11 @@ class Service:
         self.metrics.heatmap_store_failures.labels(operation=operation).inc()
 
     async def keep(
-        self, upload: Upload, image_id: str, prepared: Prepared, prediction: Prediction
+        self, upload: Upload, image_id: str, prepared: Prepared, viraliency: ViraliencyMap
     ) -> bool:
         """Keep a scored image for GET /heatmap and /regions; False when it alone is too big
         or the shared store is unavailable (logged and counted by the store)."""
-        stored = StoredImage(upload.data, prediction.viraliency, prepared.width, prepared.height)
+        stored = StoredImage(upload.data, viraliency, prepared.width, prepared.height)
         if await self.store.put(image_id, stored):
             return True
         log.info(

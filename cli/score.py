@@ -34,6 +34,13 @@ EXIT_SKIPPED = 1  # some files could not be scored (each is named on stderr)
     help="Threads that read and decode images.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--platform",
+    default="auto",
+    show_default=True,
+    help="With a checkpoint that has a head per platform (e.g. instagram, reddit): score with "
+    "that platform's head; 'auto' lets the gate guess each image's platform.",
+)
 @model_options
 def score(
     paths: tuple[str, ...],
@@ -41,6 +48,7 @@ def score(
     batch_size: int,
     workers: int,
     progress: bool,
+    platform: str,
     checkpoint: Path,
     device: str,
 ) -> None:
@@ -61,6 +69,13 @@ def score(
     if done:
         click.echo(f"{len(files) - len(todo)} of {len(files)} already in {out}; resuming", err=True)
     engine = load_engine(checkpoint, device)
+    chosen = None if platform == "auto" else platform
+    if chosen is not None and chosen not in engine.info.platforms:
+        known = ", ".join(["auto", *engine.info.platforms])
+        raise click.BadParameter(
+            f"{platform!r} is not a platform of {checkpoint}; choose from {known}",
+            param_hint="--platform",
+        )
     rows: list[Row] = []
     skipped: list[Skipped] = []
     writer = RowWriter(out) if out is not None else None
@@ -79,7 +94,7 @@ def score(
         tqdm.write(f"skipped {item.path}: {item.reason}", file=sys.stderr)
 
     try:
-        score_files(engine, todo, batch_size, workers, MAX_PIXELS, on_rows, on_skip)
+        score_files(engine, todo, batch_size, workers, MAX_PIXELS, on_rows, on_skip, chosen)
     finally:
         bar.close()
         if writer is not None:

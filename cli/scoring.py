@@ -54,17 +54,20 @@ def score_files(
     max_pixels: int,
     on_rows: Callable[[list[Row]], None],
     on_skip: Callable[[Skipped], None],
+    platform: str | None = None,
 ) -> None:
     """Score `paths` in batches of at most `batch_size`; rows and skips are reported in order
-    of the paths (a batch's rows together, after its forward pass)."""
+    of the paths (a batch's rows together, after its forward pass). `platform` picks that
+    platform's head of a checkpoint with one per platform."""
     batch: list[Loaded] = []
 
     def flush() -> None:
         predictions = engine.predict([item.prepared.pixels for item in batch])
+        chosen = [p.choose(platform)[0] for p in predictions]
         on_rows(
             [
-                Row(item.path, item.image_id, p.score, engine.percentile(p.score))
-                for item, p in zip(batch, predictions, strict=True)
+                Row(item.path, item.image_id, s, engine.percentile(s, platform))
+                for item, s in zip(batch, chosen, strict=True)
             ]
         )
         batch.clear()

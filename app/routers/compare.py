@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 
-from app.deps import AdmissionDep
+from app.deps import AdmissionDep, PlatformDep
 from app.routers.entries import score_entry
 from app.schemas import CompareResponse, error_responses, upload_body
 from app.uploads import UploadRoute, read_upload
@@ -34,13 +34,14 @@ async def compare(
     image_b: Annotated[UploadFile, File(description="The second image.")],
     admission: AdmissionDep,
     request: Request,
+    platform: PlatformDep,
 ) -> CompareResponse:
     """probability_a_more_viral = sigmoid(s(a) - s(b)); both images go through one batch."""
     uploads = [
         await read_upload(image_a, "image_a", admission.settings),
         await read_upload(image_b, "image_b", admission.settings),
     ]
-    a, b = await admission.score(uploads)
+    a, b = await admission.score(uploads, platform=platform)
     return CompareResponse(
         probability_a_more_viral=sigmoid(a.score - b.score),
         winner="a" if a.score >= b.score else "b",

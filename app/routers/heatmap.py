@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 from pydantic import BeforeValidator
 
-from app.deps import AdmissionDep, ServiceDep
+from app.deps import AdmissionDep, PlatformDep, ServiceDep
 from app.errors import ApiError
 from app.heatmap import COLORMAPS, DEFAULT_MAX_SIDE, MEDIA_TYPES, HeatmapOptions
 from app.regions import draw_explained
@@ -150,11 +150,12 @@ async def post_heatmap(
     options: Options,
     service: ServiceDep,
     admission: AdmissionDep,
+    platform: PlatformDep,
 ) -> Response:
     """Scores the upload and answers its heatmap directly; the score and id come as headers."""
     service.check_render_room()  # before a forward pass that could only end in render_busy
     upload = await read_upload(image, "image", service.settings)
-    (scored,) = await admission.score([upload], keep=False)
+    (scored,) = await admission.score([upload], keep=False, platform=platform)
     stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
     body = await service.render(
         draw_explained, stored, options, service.settings.max_pixels, service.engine

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from app.deps import AdmissionDep, ServiceDep
+from app.deps import AdmissionDep, PlatformDep, ServiceDep
 from app.regions import salient_regions, stored_crop_regions
 from app.routers.heatmap import ImageId, stored_or_404
 from app.schemas import RegionBox, RegionsResponse, error_responses, upload_body
@@ -70,12 +70,13 @@ async def post_regions(
     image: Annotated[UploadFile, File(description="The image.")],
     service: ServiceDep,
     admission: AdmissionDep,
+    platform: PlatformDep,
     threshold: Threshold = 0.2,
     max_regions: MaxRegions = 10,
 ) -> RegionsResponse:
     """Scores the upload, keeps it like /score does, and answers its salient regions."""
     service.check_render_room()  # before a forward pass that could only end in render_busy
     upload = await read_upload(image, "image", service.settings)
-    (scored,) = await admission.score([upload])
+    (scored,) = await admission.score([upload], platform=platform)
     stored = StoredImage(upload.data, scored.viraliency, scored.width, scored.height)
     return await _regions(service, scored.image_id, stored, threshold, max_regions)

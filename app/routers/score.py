@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 
-from app.deps import AdmissionDep
+from app.deps import AdmissionDep, PlatformDep
 from app.routers.entries import score_entry
 from app.schemas import RankedEntry, RankResponse, ScoreResponse, error_responses, upload_body
 from app.service import Admission, Scored
@@ -21,9 +21,12 @@ Images = Annotated[
 ERRORS = error_responses(400, 408, 413, 415, 422, 503, 504)
 
 
-async def score_images(images: list[UploadFile], admission: Admission) -> list[Scored]:
+async def score_images(
+    images: list[UploadFile], admission: Admission, platform: str | None
+) -> list[Scored]:
     """Read the field's files, then score them, in order (kept for /heatmap)."""
-    return await admission.score(await read_uploads(images, "images", admission.settings))
+    uploads = await read_uploads(images, "images", admission.settings)
+    return await admission.score(uploads, platform=platform)
 
 
 @router.post(
@@ -32,10 +35,12 @@ async def score_images(images: list[UploadFile], admission: Admission) -> list[S
     summary="Score images for virality",
     openapi_extra=upload_body("/score", {"images": ["cat.jpg", "beach.png"]}),
 )
-async def score(images: Images, admission: AdmissionDep, request: Request) -> ScoreResponse:
+async def score(
+    images: Images, admission: AdmissionDep, request: Request, platform: PlatformDep
+) -> ScoreResponse:
     """Per image, in upload order: its id (SHA-256 of the bytes), the raw score s(I), its
     percentile among the checkpoint's calibration images and the URL of its heatmap."""
-    results = await score_images(images, admission)
+    results = await score_images(images, admission, platform)
     return ScoreResponse(results=[score_entry(request, r) for r in results])
 
 
@@ -45,9 +50,11 @@ async def score(images: Images, admission: AdmissionDep, request: Request) -> Sc
     summary="Order images from most to least viral",
     openapi_extra=upload_body("/rank", {"images": ["cat.jpg", "beach.png", "dog.webp"]}),
 )
-async def rank(images: Images, admission: AdmissionDep, request: Request) -> RankResponse:
+async def rank(
+    images: Images, admission: AdmissionDep, request: Request, platform: PlatformDep
+) -> RankResponse:
     """The uploads sorted by score, highest first (ties keep upload order)."""
-    results = await score_images(images, admission)
+    results = await score_images(images, admission, platform)
     order = sorted(range(len(results)), key=lambda i: -results[i].score)
     ranking = [
         RankedEntry(**score_entry(request, results[i]).model_dump(), rank=position, index=i)

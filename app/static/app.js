@@ -142,11 +142,28 @@ async function loadModel() {
     row(list, "Device", text(info.device));
     row(list, "Training data", text(training.data));
     row(list, "Licence", text(training.licence || training.license));
+    showPlatforms(net.platforms || []);
   } catch (error) {
     list.replaceChildren();
     const { title, detail } = describe(error);
     row(list, "Status", `${title}. ${detail}`);
   }
+}
+
+// A checkpoint with a head per platform scores with the one the user picks (?platform=).
+function showPlatforms(platforms) {
+  const select = $("platform");
+  for (const name of platforms) {
+    const option = document.createElement("option");
+    option.value = option.textContent = name;
+    select.append(option);
+  }
+  $("platform-row").hidden = platforms.length === 0;
+}
+
+function withPlatform(path) {
+  const platform = $("platform").value;
+  return platform === "auto" ? path : `${path}?platform=${encodeURIComponent(platform)}`;
 }
 
 // ---------- Overlays and region boxes ----------
@@ -272,7 +289,7 @@ async function scoreFile(file, item) {
   const form = new FormData();
   form.append("images", file, file.name);
   try {
-    const body = await (await api("score", { method: "POST", body: form })).json();
+    const body = await (await api(withPlatform("score"), { method: "POST", body: form })).json();
     const entry = body.results[0];
     const { score, percentile } = formatScore(entry);
     item.querySelector(".score").textContent = score;
@@ -368,7 +385,7 @@ async function compare(event) {
   const button = $("compare-button");
   button.disabled = true;
   try {
-    const body = await (await api("compare", { method: "POST", body: form })).json();
+    const body = await (await api(withPlatform("compare"), { method: "POST", body: form })).json();
     const p = body.probability_a_more_viral;
     const winner = body.winner.toUpperCase();
     const chance = body.winner === "a" ? p : 1 - p;

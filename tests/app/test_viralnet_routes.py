@@ -29,8 +29,8 @@ def expected(folder: Path, data: bytes) -> tuple[float, np.ndarray | None]:
     """Score and transforms (K, 3) computed outside the app, from the checkpoint alone."""
     net, info = load_network(folder)
     with torch.no_grad():
-        scores, _, transforms = predict(net, network_input(data, info))
-    return float(scores[0]), None if transforms is None else transforms[0].numpy()
+        out = predict(net, network_input(data, info))
+    return float(out.scores[0]), None if out.transforms is None else out.transforms[0].numpy()
 
 
 @on_both_archs

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +46,9 @@ class LiveServer:
     checkpoint: Path
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """uvicorn in a thread, on a socket this fixture binds (so the port is free and known)."""
-    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+@contextmanager
+def serving(checkpoint: Path) -> Iterator[LiveServer]:
+    """uvicorn in a thread, on a socket bound here (so the port is free and known)."""
     settings = Settings(checkpoint=checkpoint, device="cpu", decode_threads=2, max_batch_size=8)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -66,10 +66,19 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             pass
         assert time.monotonic() < deadline, "the server did not become ready"
         time.sleep(0.1)
-    yield LiveServer(url, checkpoint)
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    try:
+        yield LiveServer(url, checkpoint)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The tiny LENA checkpoint, served."""
+    with serving(write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,9 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.app.imaging import jpeg
-from tests.browser.conftest import SCREENSHOTS, LiveServer
+from tests.app.test_platforms import expected as platform_score
+from tests.app.test_platforms import save_platform_checkpoint
+from tests.browser.conftest import SCREENSHOTS, LiveServer, serving
 
 pytestmark = pytest.mark.slow
 
@@ -229,3 +231,32 @@ def test_redoc_renders_offline(browser: WebDriver, live_server: LiveServer) -> N
     logo = "https://cdn.redoc.ly/redoc/logo-mini.svg"
     assert [e for e in console_errors(driver) if not e.startswith(logo)] == []
     assert foreign_resources(driver, live_server.url) in ([], [logo])
+
+
+def test_page_scores_with_the_platform_the_user_picks(
+    browser: WebDriver, images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    driver = browser
+    folder = tmp_path_factory.mktemp("platforms")
+    with serving(save_platform_checkpoint(folder)) as server:
+        open_page(driver, server)
+        select = Select(driver.find_element(By.ID, "platform"))
+        wait(driver).until(lambda d: len(select.options) == 3)
+        assert driver.find_element(By.ID, "platform-row").is_displayed()
+        select.select_by_value("b")
+        path = images["cat.jpg"]
+        driver.find_element(By.ID, "score-files").send_keys(str(path))
+        wait(driver).until(lambda d: len(loaded_overlays(d, "#score-results")) == 1)
+        shown = driver.find_element(By.CSS_SELECTOR, "#score-results .score").text
+        score, _ = platform_score(folder, path.read_bytes(), "b")
+        assert shown == f"{score:.3f}"
+        assert shown != f"{platform_score(folder, path.read_bytes(), 'a')[0]:.3f}"
+        assert console_errors(driver) == []
+
+
+def test_the_platform_choice_is_hidden_for_a_single_head(
+    browser: WebDriver, live_server: LiveServer
+) -> None:
+    open_page(browser, live_server)
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "model"), "tiny"))
+    assert not browser.find_element(By.ID, "platform-row").is_displayed()
