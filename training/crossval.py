@@ -23,7 +23,8 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,14 @@ RECIPES: dict[str, Recipe] = {
             epochs=0,
             per_platform=True,
         ),
+        Recipe("LENA eta {1, 0}, ridge heads, 448 px", etas=(1.0, 0.0), epochs=0, input_size=448),
+        Recipe(
+            "LENA eta {1, 0}, ridge heads per platform, gated, 448 px",
+            etas=(1.0, 0.0),
+            epochs=0,
+            per_platform=True,
+            input_size=448,
+        ),
         *(
             Recipe(
                 f"LENA eta {{1, 0}}, ridge heads per platform, gate penalty {l2:g}",
@@ -105,9 +114,20 @@ class Dataset:
     views: Tensor  # (V, N, C, K) fp16 top-n mean tables of the trunk's output
     folds: Folds
     maps: Tensor | None = None  # (V, N, C, h, w) fp16 trunk output (the objectness recipe)
+    size: int = 224  # the input side of `views` and `maps`
+    # (1, N, C, K) tables of the plain view at other input sides (`Recipe.input_size`)
+    sized: dict[int, Tensor] = field(default_factory=dict)
 
     def inputs(self, recipe: Recipe) -> Tensor:
-        """What `recipe` is fitted on and scores: the maps for objectness, else the tables."""
+        """What `recipe` is fitted on and scores: the maps for objectness, else the tables (at
+        the recipe's input size)."""
+        if recipe.input_size != self.size:
+            if recipe.input_size not in self.sized:
+                raise ValueError(
+                    f"{recipe.name!r} needs the trunk's output at {recipe.input_size} px; "
+                    f"{self.name} was loaded at {[self.size, *self.sized]} px"
+                )
+            return self.sized[recipe.input_size]
         if not recipe.objectness:
             return self.views
         if self.maps is None:
@@ -115,19 +135,32 @@ class Dataset:
         return self.maps
 
 
-def load_dataset(spec: str, k: int, seed: int, cache_dir: Path) -> Dataset:
-    """`FORMAT=PATH` (dankmemes or reddit): images, scores, cached trunk outputs and folds."""
+def load_dataset(
+    spec: str, k: int, seed: int, cache_dir: Path, sizes: Collection[int] = ()
+) -> Dataset:
+    """`FORMAT=PATH` (dankmemes or reddit): images, scores, cached trunk outputs and folds;
+    `sizes`: other input sides to cache the plain view at (4x the time per doubling)."""
     data_format, _, path = spec.partition("=")
     # Existence is checked here; a file that does not decode stops the caching, naming it.
     images = READERS[data_format](Path(path), check_images=False, on_bad_image="skip")
     model = FromBlock(ViralityNet(NetworkConfig(pooling="gap")), FROZEN)
     paths = [image.path for image in images]
     maps = cached_inputs(model, paths, VIEWS, 0, torch.device("cpu"), cache_dir)
+    size = model.net.preprocessing.input_size
+    sized = {}
+    for other in sorted(set(sizes) - {size}):
+        model.net.preprocessing = replace(model.net.preprocessing, input_size=other)
+        plain = cached_inputs(model, paths, 1, 0, torch.device("cpu"), cache_dir)
+        sized[other] = top_mean_table(plain)
     root = split_root(Path(path), data_format)
     folds = make_folds(images, k, seed)
-    return Dataset(
-        data_format, root, paths, scores_array(images), top_mean_table(maps), folds, maps
-    )
+    scores = scores_array(images)
+    return Dataset(data_format, root, paths, scores, top_mean_table(maps), folds, maps, size, sized)
+
+
+def sizes_for(names: Iterable[str]) -> set[int]:
+    """The input sides the named recipes need cached."""
+    return {RECIPES[name].input_size for name in names}
 
 
 def fold_metrics(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -241,9 +274,10 @@ def cross_table(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sets = [load_dataset(spec, args.folds, args.seed, args.cache) for spec in args.data]
-    names = [d.name for d in sets]
     chosen = args.recipes or list(RECIPES)
+    sizes = sizes_for([*chosen, *args.joint, *args.cross])
+    sets = [load_dataset(spec, args.folds, args.seed, args.cache, sizes) for spec in args.data]
+    names = [d.name for d in sets]
     results: dict[str, Any] = {}
     for name in chosen:
         recipe, started = RECIPES[name], time.monotonic()

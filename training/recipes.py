@@ -65,6 +65,7 @@ class Recipe:
     # instead of one fit on them all; gate_l2 is the gate's penalty.
     per_platform: bool = False
     gate_l2: float = 0.1
+    input_size: int = 224  # the side the image is squashed to (the trunk's maps: size / 32)
 
 
 def _train_config(recipe: Recipe, seed: int) -> TrainConfig:
@@ -86,7 +87,9 @@ def build_network(recipe: Recipe, seed: int) -> ViralityNet:
     """A fresh network: the ImageNet trunk (frozen) and a new pool and head."""
     torch.manual_seed(seed)
     config = NetworkConfig(recipe.backbone, recipe.pooling, recipe.eta_init)
-    return ViralityNet(config, pretrained=True)
+    net = ViralityNet(config, pretrained=True)
+    net.preprocessing = replace(net.preprocessing, input_size=recipe.input_size)
+    return net
 
 
 @torch.no_grad()

@@ -63,8 +63,9 @@ def describe(sets: list[Dataset]) -> dict[str, Any]:
 def ship(specs: list[str], recipe_name: str, out: Path, k: int, seed: int, cache: Path) -> Path:
     """Read and cache the datasets (`FORMAT=PATH`), then ship_sets."""
     started = time.monotonic()
-    sets = [load_dataset(spec, k, seed, cache) for spec in specs]
-    return ship_sets(sets, RECIPES[recipe_name], out, seed, time.monotonic() - started)
+    recipe = RECIPES[recipe_name]
+    sets = [load_dataset(spec, k, seed, cache, {recipe.input_size}) for spec in specs]
+    return ship_sets(sets, recipe, out, seed, time.monotonic() - started)
 
 
 def ship_sets(

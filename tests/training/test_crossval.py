@@ -144,3 +144,18 @@ def test_merge_joins_runs_over_the_same_folds_in_recipe_order() -> None:
     other = {"folds": {"a": {"seed": 1, "folds": []}}, "seed": 0, "results": {}}
     with pytest.raises(ValueError, match="different folds"):
         merge([early, other])
+
+
+def test_a_recipe_at_another_input_size_fits_and_ships_at_that_size() -> None:
+    torch.set_num_threads(1)
+    data = dataset("a", signal=False)
+    big = dataset("a", signal=True)  # stands in for the trunk's output at 448 px
+    data.sized[448] = big.views[:1]
+    data.scores = big.scores
+    recipe = Recipe("pools, 448 px", etas=(1.0, 0.0), epochs=0, backbone="tiny", input_size=448)
+    # Fitted on the 448 px tables (where the signal is), not the 224 px ones (noise).
+    assert fold_summary(out_of_fold(recipe, [data], 0)["a"], data)["mean"] > 0.8
+    _, members = fit_recipe(recipe, data.inputs(recipe), data.scores, 0)
+    assert all(m.preprocessing.input_size == 448 for m in members)  # what the service feeds
+    with pytest.raises(ValueError, match=r"at 320 px; a was loaded at \[224, 448\] px"):
+        data.inputs(Recipe("x", input_size=320))
