@@ -70,6 +70,12 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe("LENA eta {1, 0}, ridge heads, 448 px", etas=(1.0, 0.0), epochs=0, input_size=448),
         Recipe(
+            "LENA eta {1, 0}, ridge heads, 224 + 448 px (mean)",
+            etas=(1.0, 0.0),
+            epochs=0,
+            sizes=(224, 448),
+        ),
+        Recipe(
             "LENA eta {1, 0}, ridge heads per platform, gated, 448 px",
             etas=(1.0, 0.0),
             epochs=0,
@@ -160,7 +166,7 @@ def load_dataset(
 
 def sizes_for(names: Iterable[str]) -> set[int]:
     """The input sides the named recipes need cached."""
-    return {RECIPES[name].input_size for name in names}
+    return {s for name in names for s in (RECIPES[name].input_size, *RECIPES[name].sizes)}
 
 
 def fold_metrics(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -194,6 +200,9 @@ def out_of_fold(recipe: Recipe, sets: list[Dataset], seed: int) -> dict[str, np.
     Fold i's model is fitted on every dataset's other folds together (one dataset: within
     domain; several: engagement standardised per dataset, training/joint.py).
     """
+    if recipe.sizes:
+        each = [out_of_fold(at_size(recipe, size), sets, seed) for size in recipe.sizes]
+        return {d.name: np.mean([e[d.name] for e in each], axis=0) for d in sets}
     scores = {d.name: np.zeros(len(d.scores)) for d in sets}
     for i in range(sets[0].folds.k):
         scorer, _ = fit_sets(recipe, sets, [d.folds.train(i) for d in sets], seed)
@@ -240,8 +249,22 @@ def across(recipe: Recipe, source: Dataset, target: Dataset, seed: int) -> dict[
 
     (A bootstrap over all of the target's pairs would hold resamples x ~10^6 pair weights.)
     """
+    if recipe.sizes:
+        each = [
+            _across_scores(at_size(recipe, size), source, target, seed) for size in recipe.sizes
+        ]
+        return fold_summary(np.mean(each, axis=0), target)
+    return fold_summary(_across_scores(recipe, source, target, seed), target)
+
+
+def _across_scores(recipe: Recipe, source: Dataset, target: Dataset, seed: int) -> np.ndarray:
     scorer, _ = fit_recipe(recipe, source.inputs(recipe), source.scores, seed)
-    return fold_summary(score_views(scorer, target.inputs(recipe), recipe.tta), target)
+    return score_views(scorer, target.inputs(recipe), recipe.tta)
+
+
+def at_size(recipe: Recipe, size: int) -> Recipe:
+    """One input size of a multi-scale recipe."""
+    return replace(recipe, sizes=(), input_size=size)
 
 
 def _cell(result: dict[str, Any], key: str = "") -> str:

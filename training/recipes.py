@@ -66,6 +66,9 @@ class Recipe:
     per_platform: bool = False
     gate_l2: float = 0.1
     input_size: int = 224  # the side the image is squashed to (the trunk's maps: size / 32)
+    # Multi-scale (cross-validation only): the recipe fitted at each of these input sizes, its
+    # scores averaged. The service runs one input size, so such a recipe cannot ship.
+    sizes: tuple[int, ...] = ()
 
 
 def _train_config(recipe: Recipe, seed: int) -> TrainConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,14 @@ def test_a_recipe_at_another_input_size_fits_and_ships_at_that_size() -> None:
     assert all(m.preprocessing.input_size == 448 for m in members)  # what the service feeds
     with pytest.raises(ValueError, match=r"at 320 px; a was loaded at \[224, 448\] px"):
         data.inputs(Recipe("x", input_size=320))
+
+
+def test_a_multi_scale_recipe_averages_the_recipe_at_each_size() -> None:
+    torch.set_num_threads(1)
+    data = dataset("a", signal=True)
+    data.sized[448] = dataset("a", signal=False, seed=3).views[:1]
+    pools = Recipe("pools", etas=(1.0, 0.0), epochs=0, backbone="tiny")
+    both = replace(pools, sizes=(224, 448))
+    at_224 = out_of_fold(pools, [data], 0)["a"]
+    at_448 = out_of_fold(replace(pools, input_size=448), [data], 0)["a"]
+    np.testing.assert_allclose(out_of_fold(both, [data], 0)["a"], (at_224 + at_448) / 2)
