@@ -18,6 +18,11 @@ leaves the image, per side d in {x, y}:
 It is 0 exactly when the crop is inside the image (the paper's indicator), and grows with the
 squared overshoot, so a transform that crops blank padding to dodge the ranking loss pays.
 Our copy of the paper lost its equations; this is the form described in its text.
+
+It does not stop a crop from shrinking towards a point (a few pixels can be easier to rank
+than a region). `shrink_penalty` is our addition for that, off in the paper:
+
+    L_min = relu(m - |s|)^2             m: the smallest half-side allowed without paying
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ def spatial_penalty(params: Tensor) -> Tensor:
     over_high = F.relu(t + s.unsqueeze(-1) - 1.0)
     over_low = F.relu(s.unsqueeze(-1) - t - 1.0)
     return 0.5 * (over_high.square() + over_low.square()).sum(-1)
+
+
+def shrink_penalty(params: Tensor, min_scale: Tensor | float) -> Tensor:
+    """L_min of each transform (see the module docstring); `min_scale` broadcasts against the
+    transforms, e.g. (K,) one per pyramid level. (..., 3) -> (...)"""
+    return F.relu(min_scale - params[..., 0].abs()).square()
 
 
 def crop_boxes(params: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from model.backbones import Backbone, Preprocessing, build_backbone
 from model.categories import CategoryHead
-from model.stn import Localiser, affine_crop, spatial_penalty
+from model.stn import Localiser, affine_crop, shrink_penalty, spatial_penalty
 
 ARCHS = ("viralnet", "viralnet-m", "viralnet-c", "viralnet-mc")
 
@@ -80,9 +80,7 @@ class ViralNet(nn.Module):
         self.pretrained_loaded = backbone.pretrained
         self.trunk = backbone.trunk
         channels = backbone.channels
-        self.localisers = nn.ModuleList(
-            Localiser(channels, config.scale_init / 2**k) for k in range(config.scales)
-        )
+        self.localisers = nn.ModuleList(Localiser(channels, init) for init in level_inits(config))
         self.categories = CategoryHead.build(
             config.categories, config.category_names, config.backbone, backbone
         )
@@ -162,14 +160,28 @@ class ViralNet(nn.Module):
         return scores, maps
 
 
-def viralnet_loss(logits: Tensor, labels: Tensor, params: Tensor, weight: float) -> Tensor:
+def viralnet_loss(
+    logits: Tensor,
+    labels: Tensor,
+    params: Tensor,
+    weight: float,
+    min_scales: Tensor | None = None,
+) -> Tensor:
     """Eq. (1) as a mean over pairs + weight * the spatial penalty summed over the transforms
-    of an image (both images of each pair; section 3.4.3), averaged over the images.
+    of an image (both images of each pair; section 3.4.3), averaged over the images; with
+    `min_scales` (K,), the shrink penalty of each level's transform too (model/stn.py).
 
     logits (P,), labels (P,), params (2P, K, 3)."""
     ranking = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-    penalty = spatial_penalty(params.float()).sum(-1).mean()
-    return ranking + weight * penalty
+    penalty = spatial_penalty(params.float())
+    if min_scales is not None:
+        penalty = penalty + shrink_penalty(params.float(), min_scales.to(params.device))
+    return ranking + weight * penalty.sum(-1).mean()
+
+
+def level_inits(config: ViralNetConfig) -> list[float]:
+    """Each pyramid level's initial crop scale s: scale_init / 2^k."""
+    return [config.scale_init / 2**k for k in range(config.scales)]
 
 
 def config_for_arch(arch: str, backbone: str = "mobilenet_v2", **overrides: Any) -> ViralNetConfig:

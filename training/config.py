@@ -53,7 +53,15 @@ LENA_ONLY = (
     "views", "pooling", "eta_init", "objectness", "freeze_blocks", "head_init", "optimizer",
     "lr", "eta_lr", "resume", "amp",
 )  # fmt: skip
-VIRALNET_ONLY = ("input_size", "crop_size", "loc_lr", "penalty", "jitter_area")
+VIRALNET_ONLY = (
+    "input_size",
+    "crop_size",
+    "loc_lr",
+    "penalty",
+    "jitter_area",
+    "min_crop",
+    "warmup_steps",
+)
 # Weight decay means AdamW's decoupled decay for LENA, Adam's L2 term for ViralNet.
 DEFAULT_WEIGHT_DECAY = {"lena": 1e-2, "viralnet": 1e-4}
 
@@ -150,6 +158,11 @@ class TrainConfig:
     """ViralNet: weight of the spatial penalty on crops that leave the image"""
     jitter_area: Annotated[float, Field(gt=0, le=1)] = 0.9
     """ViralNet: each pyramid level is sampled in a random window of this share of its area"""
+    min_crop: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    """ViralNet: crops smaller than this fraction of their initial side pay a shrink penalty
+    (0: off, the paper's loss)"""
+    warmup_steps: NonNegativeInt = 100
+    """ViralNet: steps the ranker trains alone before the localisers move"""
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

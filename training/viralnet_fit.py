@@ -31,7 +31,7 @@ from torch import Tensor
 
 from model.checkpoint import Calibration, CheckpointInfo, save_checkpoint
 from model.images import normalise, squash
-from model.viralnet import ViralNet, config_for_arch, viralnet_loss
+from model.viralnet import ViralNet, config_for_arch, level_inits, viralnet_loss
 from training.config import ConfigError, TrainConfig
 from training.data import (
     DESCRIPTIONS,
@@ -68,6 +68,13 @@ class FitConfig:
     loc_lr: float = 1e-4  # localisers
     weight_decay: float = 1e-4
     penalty: float = 1.0  # weight of the spatial penalty
+    # A crop may shrink to this fraction of its level's initial side before the shrink penalty
+    # (model/stn.py) charges it; 0 = off, the paper's loss.
+    min_crop: float = 0.5
+    # The ranker trains alone for this many steps first: until it ranks something, the
+    # localisers' gradients are noise, and Adam moves their zero-initialised last layer (1,024
+    # inputs) by many times loc_lr per step. 0 = from the first step.
+    warmup_steps: int = 100
     jitter_area: float = 0.9  # each level is sampled in a random window of this area
     categories: str = ""  # "" = the arch's default (imagenet for -c / -mc)
     val_fraction: float = 0.15
@@ -124,11 +131,18 @@ def train_epoch(
     labels: np.ndarray,
     cfg: FitConfig,
     gen: torch.Generator,
+    step: int = 0,
 ) -> dict[str, float]:
-    """One pass over the epoch's pairs; returns the mean loss, penalty and pair accuracy."""
+    """One pass over the epoch's pairs; returns the mean loss, penalty and pair accuracy.
+
+    `step` counts the steps of earlier epochs: the localisers' learning rate (the optimiser's
+    first group) is 0 until cfg.warmup_steps steps have been taken in all."""
     net.localisers.train()
     totals = {"loss": 0.0, "correct": 0.0}
+    min_scales = cfg.min_crop * torch.tensor(level_inits(net.config)) if cfg.min_crop else None
     for start in range(0, len(pairs), cfg.batch_pairs):
+        optimiser.param_groups[0]["lr"] = cfg.loc_lr if step >= cfg.warmup_steps else 0.0
+        step += 1
         batch = torch.from_numpy(pairs[start : start + cfg.batch_pairs])  # (P, 2)
         index = torch.cat([batch[:, 0], batch[:, 1]])  # (2P,): the a images, then the b images
         target = torch.from_numpy(labels[start : start + cfg.batch_pairs])
@@ -136,7 +150,7 @@ def train_epoch(
         jitter = random_jitter(len(index), net.config.scales, cfg.jitter_area, gen)
         scores, params = net.score_levels(net.pyramid(x), [c[index] for c in cache], jitter)
         logits = scores[: len(batch)] - scores[len(batch) :]
-        loss = viralnet_loss(logits, target, params, cfg.penalty)
+        loss = viralnet_loss(logits, target, params, cfg.penalty, min_scales)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -183,9 +197,11 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     )
     truth = scores_array(split.val)
     history = []
+    step = 0  # optimiser steps taken, for the ranker's warm-up
     for epoch in range(cfg.epochs):
         pairs, labels = sampler.epoch(epoch)
-        row = train_epoch(net, optimiser, train_px, train_cache, pairs, labels, cfg, gen)
+        row = train_epoch(net, optimiser, train_px, train_cache, pairs, labels, cfg, gen, step)
+        step += -(-len(pairs) // cfg.batch_pairs)
         row["val_acc"] = validation_metrics(
             predict(net, val_px, val_cache), truth, cfg.ratio, cfg.seed
         )["val_acc"]
@@ -234,6 +250,8 @@ def fit_config(cfg: TrainConfig) -> FitConfig:
         loc_lr=cfg.loc_lr,
         weight_decay=cfg.weight_decay,
         penalty=cfg.penalty,
+        min_crop=cfg.min_crop,
+        warmup_steps=cfg.warmup_steps,
         jitter_area=cfg.jitter_area,
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.stn import Localiser, affine_crop, crop_boxes, spatial_penalty
+from model.stn import Localiser, affine_crop, crop_boxes, shrink_penalty, spatial_penalty
+from model.viralnet import viralnet_loss
 
 
 def bilinear_lookup(img: np.ndarray, u: float, v: float) -> np.ndarray:
@@ -119,6 +120,31 @@ def test_penalty_value_and_gradient_by_hand_too_large() -> None:
 def test_penalty_matches_finite_differences() -> None:
     params = torch.tensor([[0.9, -0.35, 0.6]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(spatial_penalty, (params,))
+
+
+def test_shrink_penalty_value_and_gradient_by_hand() -> None:
+    """Minimum half-side 0.25: s = 0.1 is 0.15 short, L = 0.0225, dL/ds = -0.3 (a mirrored
+    s = -0.1 the same size: +0.3); s = 0.3 is large enough, L = 0 with no gradient; the
+    translations never count."""
+    params = torch.tensor(
+        [[0.1, 0.9, -0.9], [-0.1, 0.0, 0.0], [0.3, 0.5, 0.5]], dtype=torch.float64
+    ).requires_grad_(True)
+    penalty = shrink_penalty(params, 0.25)
+    penalty.sum().backward()
+    np.testing.assert_allclose(penalty.detach().numpy(), [0.0225, 0.0225, 0.0], atol=1e-12)
+    assert params.grad is not None
+    expected = [[-0.3, 0, 0], [0.3, 0, 0], [0, 0, 0]]
+    np.testing.assert_allclose(params.grad.numpy(), expected, atol=1e-12)
+
+
+def test_the_loss_adds_the_shrink_penalty_per_level() -> None:
+    """Two levels with minimum half-sides 0.4 and 0.2; one image's crops at 0.3 and 0.3: only
+    level 0 is short (by 0.1), so the loss rises by weight * 0.01 over the plain loss."""
+    logits, labels = torch.zeros(1), torch.ones(1)
+    params = torch.tensor([[[0.3, 0.0, 0.0], [0.3, 0.0, 0.0]]] * 2)  # (2 images, K = 2, 3)
+    plain = viralnet_loss(logits, labels, params, 2.0)
+    with_min = viralnet_loss(logits, labels, params, 2.0, torch.tensor([0.4, 0.2]))
+    assert (with_min - plain).item() == pytest.approx(2.0 * 0.01)
 
 
 def test_localiser_starts_at_the_centred_crop_for_every_image() -> None:

@@ -13,9 +13,11 @@ one cell in 2 of 3 seeds: side -> 0, IoU -> 0); a checkerboard of 2 px cells sit
 Nyquist limit of the trunk's first stride-2 layer, so (we expect) crops that magnify it see it
 better. The localiser's last layer starts at zero with 1,024 inputs, so Adam moves the crop
 by tens of times its learning rate per step: loc_lr stays at FitConfig's default 1e-4. The
-ranker gets 100 steps of 16 pairs of warm-up first (localiser learning rate 0): before the
-ranker knows the cue, the crop's gradient points nowhere in particular, and Adam's normalised
-steps would walk the crop off at full speed.
+ranker gets 100 steps of 16 pairs of warm-up first (localiser learning rate 0; since then
+FitConfig's own `warmup_steps`, the training default): before the ranker knows the cue, the
+crop's gradient points nowhere in particular, and Adam's normalised steps would walk the crop
+off at full speed. The figures below were measured before the shrink penalty (`min_crop`,
+now on by default) existed; with it, seed 0 still passes.
 
 On seeds 0-5 the mean IoU went from 0.099 to 0.21, 0.22, 0.71, 0.42, 0.82, 0.14 (the test runs
 seed 0); the assertion (x 1.25) sits below the weakest. With labels drawn at random instead of
@@ -73,10 +75,11 @@ def train_crops(loc_lr: float, seed: int = 0) -> tuple[float, float]:
     freeze_trunk(net)
     pixels, has_cue = cue_images(N_IMAGES, seed)
     cache = level_cache(net, pixels)
-    cfg = FitConfig(batch_pairs=BATCH_PAIRS, loc_lr=loc_lr)  # jitter, penalty: the defaults
+    # jitter, penalties: the defaults
+    cfg = FitConfig(batch_pairs=BATCH_PAIRS, loc_lr=loc_lr, warmup_steps=WARM_UP_STEPS)
     optimiser = torch.optim.Adam(
         [
-            {"params": net.localisers.parameters(), "lr": 0.0},
+            {"params": net.localisers.parameters(), "lr": cfg.loc_lr},
             {"params": net.ranker.parameters(), "lr": cfg.lr},
         ],
         weight_decay=cfg.weight_decay,
@@ -86,13 +89,12 @@ def train_crops(loc_lr: float, seed: int = 0) -> tuple[float, float]:
     cue, plain = np.flatnonzero(has_cue), np.flatnonzero(~has_cue)
     start = mean_iou(net, cache, has_cue)
     for step in range(0, WARM_UP_STEPS + STEPS, 10):  # ten steps per call
-        if step == WARM_UP_STEPS:
-            optimiser.param_groups[0]["lr"] = loc_lr
         n = 10 * BATCH_PAIRS
         first = rng.integers(0, 2, n)  # 1: the cue image is the first of its pair
         a, b = rng.choice(cue, n), rng.choice(plain, n)
         pairs = np.where(first[:, None] == 1, np.stack([a, b], 1), np.stack([b, a], 1))
-        train_epoch(net, optimiser, pixels, cache, pairs, first.astype(np.float32), cfg, gen)
+        labels = first.astype(np.float32)
+        train_epoch(net, optimiser, pixels, cache, pairs, labels, cfg, gen, step)
     return start, mean_iou(net, cache, has_cue)
 
 

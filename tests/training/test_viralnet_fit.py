@@ -55,18 +55,40 @@ def test_the_old_entry_point_is_the_same_command_with_viralnet_m(tmp_path: Path)
         viralnet_main(["--data", missing, "--arch", "viralnet-mc", "--pooling", "gap"])
 
 
-def test_a_training_epoch_moves_only_localisers_and_ranker(tmp_path: Path) -> None:
+def trained_and_initial(tmp_path: Path, warmup_steps: int) -> tuple[ViralNet, ViralNet]:
+    """One epoch of 2 steps on a tiny ViralNet, and the network fit started from."""
     data = write_dataset(tmp_path / "data", n=24)
     cfg = FitConfig(
         arch="viralnet", backbone="tiny", data=str(data), data_format="scores",
-        out=str(tmp_path / "run"), input_size=64, crop_size=32, epochs=1, pairs_per_epoch=16,
-        batch_pairs=8, loc_lr=1e-2,
+        out=str(tmp_path / "run"), input_size=64, crop_size=32, epochs=2, pairs_per_epoch=16,
+        batch_pairs=8, loc_lr=1e-2, warmup_steps=warmup_steps,
     )  # fmt: skip
     fit(cfg)
     trained, _ = load_network(Path(cfg.out))
     assert isinstance(trained, ViralNet)
     torch.manual_seed(cfg.seed)
     initial = ViralNet(trained.config, pretrained=True)  # as fit builds it, from the same seed
+    return trained, initial
+
+
+def test_a_training_epoch_moves_only_localisers_and_ranker(tmp_path: Path) -> None:
+    trained, initial = trained_and_initial(tmp_path, warmup_steps=0)
     for name, tensor in trained.trunk.state_dict().items():
         torch.testing.assert_close(tensor, initial.trunk.state_dict()[name])
+    assert not torch.equal(trained.localisers[0].out.weight, initial.localisers[0].out.weight)
+
+
+@pytest.mark.parametrize("warmup_steps", [4, 100])
+def test_during_the_warm_up_only_the_ranker_moves(tmp_path: Path, warmup_steps: int) -> None:
+    """2 epochs of 2 steps: a warm-up of 4 (or more) steps covers them all, across epochs."""
+    trained, initial = trained_and_initial(tmp_path, warmup_steps)
+    for name, tensor in trained.localisers.state_dict().items():
+        torch.testing.assert_close(tensor, initial.localisers.state_dict()[name], rtol=0, atol=0)
+    ranker = dict(initial.ranker.named_parameters())
+    assert any(not torch.equal(p, ranker[n]) for n, p in trained.ranker.named_parameters())
+
+
+def test_the_localisers_move_once_the_warm_up_is_over(tmp_path: Path) -> None:
+    """A warm-up of 3 of the 4 steps: the fourth, in the second epoch, moves them."""
+    trained, initial = trained_and_initial(tmp_path, warmup_steps=3)
     assert not torch.equal(trained.localisers[0].out.weight, initial.localisers[0].out.weight)
