@@ -68,6 +68,7 @@ RECIPES: dict[str, Recipe] = {
             epochs=0,
             per_platform=True,
         ),
+        Recipe("ridge probe, 448 px", pooling="ridge", input_size=448),
         Recipe("LENA eta {1, 0}, ridge heads, 448 px", etas=(1.0, 0.0), epochs=0, input_size=448),
         Recipe(
             "LENA eta {1, 0}, ridge heads, 224 + 448 px (mean)",
