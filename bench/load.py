@@ -164,7 +164,9 @@ async def drive(
     url: str, concurrency: int, jpegs: list[bytes], stop_at: float, max_requests: int
 ) -> Driven:
     """`concurrency` requests in flight until `stop_at` (time.time()): latencies, errors, and
-    the wall-clock window they were measured in (after warming up)."""
+    the wall-clock window they were measured in (after warming up). A client refused with 503
+    waits its `Retry-After` (within the window) before its next request, as an HTTP client
+    should; a generator that retried at once would measure how fast a server can refuse."""
     limits = httpx.Limits(
         max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1
     )
@@ -183,17 +185,22 @@ async def drive(
                 data = jpegs[i % len(jpegs)]
                 i += concurrency
                 started = time.perf_counter()
+                retry_after = 0.0
                 try:
                     response = await client.post(
                         "/score", files=[("images", ("bench.jpg", data, "image/jpeg"))]
                     )
                     ok = response.status_code == 200
+                    if response.status_code == 503:
+                        retry_after = float(response.headers.get("Retry-After", 0) or 0)
                 except httpx.HTTPError:
                     ok = False
                 if ok:
                     latencies.append((time.perf_counter() - started) * 1000.0)
                 else:
                     errors += 1
+                if retry_after > 0:
+                    await asyncio.sleep(min(retry_after, max(0.0, stop_at - time.time())))
 
         began = time.time()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
