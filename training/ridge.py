@@ -41,14 +41,20 @@ class LinearScore:
 
 
 def _solve(x: Array, y: Array, penalty: float) -> Array:
-    return np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ (y - y.mean()))
+    return _path(x, y, (penalty,))[0]
 
 
 def _path(x: Array, y: Array, penalties: tuple[float, ...]) -> list[Array]:
-    """Ridge coefficients for every penalty from one eigendecomposition of x'x."""
-    eig, vectors = np.linalg.eigh(x.T @ x)
-    projected = vectors.T @ (x.T @ (y - y.mean()))
-    return [vectors @ (projected / (eig + penalty)) for penalty in penalties]
+    """Ridge coefficients for every penalty from one eigendecomposition: of x'x (L x L), or,
+    with more features than images, of xx' (N x N), since beta = x'(xx' + lambda I)^-1 y too."""
+    centred = y - y.mean()
+    if x.shape[1] <= x.shape[0]:
+        eig, vectors = np.linalg.eigh(x.T @ x)
+        projected = vectors.T @ (x.T @ centred)
+        return [vectors @ (projected / (eig + penalty)) for penalty in penalties]
+    eig, vectors = np.linalg.eigh(x @ x.T)
+    projected = vectors.T @ centred
+    return [x.T @ (vectors @ (projected / (eig + penalty))) for penalty in penalties]
 
 
 def fit_ridge(

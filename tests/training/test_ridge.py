@@ -14,7 +14,7 @@ from tests.training.tiny_runs import bright_squares, tiny_run, write_dataset
 from training.accuracy import pair_accuracy
 from training.build import init_head_from_ridge
 from training.cache import FromBlock
-from training.ridge import fit_ridge
+from training.ridge import LAMBDAS, _path, fit_ridge
 
 
 def linear_data(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,3 +67,13 @@ def test_head_init_needs_scores_not_pairs(tmp_path: Path) -> None:
     cfg = tiny_run(folder, tmp_path / "run", data=str(folder / "pairs.csv"), data_format="pairs")
     with pytest.raises(ValueError, match="per-image scores"):  # when the config is made
         replace(cfg, head_init="ridge")
+
+
+@pytest.mark.parametrize("features", [12, 200])  # fewer, then more features than images
+def test_every_penalty_solves_the_normal_equations(features: int) -> None:
+    """Against numpy's own solve of (x'x + lambda I) beta = x'(y - mean y), in both forms."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, features)), rng.normal(size=40)
+    for penalty, beta in zip(LAMBDAS[:4], _path(x, y, LAMBDAS[:4]), strict=True):
+        direct = np.linalg.solve(x.T @ x + penalty * np.eye(features), x.T @ (y - y.mean()))
+        np.testing.assert_allclose(beta, direct, rtol=1e-6, atol=1e-9)
