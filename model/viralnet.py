@@ -111,10 +111,14 @@ class ViralNet(nn.Module):
 
     def rank(self, whole: Tensor, crops: Tensor) -> Tensor:
         """s(I) = w . [phi(I), phi(C_k)..., g(I)] + b. (B, L), (B, K * L) -> (B,)"""
+        return self.ranker(self.ranker_input(whole, crops)).squeeze(-1)
+
+    def ranker_input(self, whole: Tensor, crops: Tensor) -> Tensor:
+        """[phi(I), phi(C_k)..., g(I)], what the ranker's one linear unit weighs. -> (B, D)"""
         parts = [whole, crops.to(whole.dtype)]
         if self.categories.size:
             parts.append(self.categories(whole))
-        return self.ranker(torch.cat(parts, dim=1)).squeeze(-1)
+        return torch.cat(parts, dim=1)
 
     def score_levels(
         self, levels: list[Tensor], features: list[Tensor], jitter: Tensor | None = None

@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from training.pairs import extreme_pairs, ratio_pairs
 from training.platforms import PlatformData, fit_platforms
 from training.recipes import FROZEN, Recipe, Scorer, fit_recipe, score_views
 from training.tables import top_mean_table
+from training.viralnet_table import cached_ranker_inputs
 
 log = logging.getLogger("viraliency.crossval")
 
@@ -69,6 +70,12 @@ RECIPES: dict[str, Recipe] = {
             per_platform=True,
         ),
         Recipe("ridge probe, 448 px", pooling="ridge", input_size=448),
+        Recipe("ViralNet-M, initial crops, ridge ranker", pooling="ridge", viralnet="viralnet-m"),
+        Recipe(
+            "ViralNet-MC (ImageNet classes), initial crops, ridge ranker",
+            pooling="ridge",
+            viralnet="viralnet-mc",
+        ),
         Recipe("LENA eta {1, 0}, ridge heads, 448 px", etas=(1.0, 0.0), epochs=0, input_size=448),
         Recipe(
             "LENA eta {1, 0}, ridge heads, 224 + 448 px (mean)",
@@ -124,10 +131,16 @@ class Dataset:
     size: int = 224  # the input side of `views` and `maps`
     # (1, N, C, K) tables of the plain view at other input sides (`Recipe.input_size`)
     sized: dict[int, Tensor] = field(default_factory=dict)
+    # (1, N, D, 1) ViralNet ranker inputs by arch (`Recipe.viralnet`)
+    viralnet: dict[str, Tensor] = field(default_factory=dict)
 
     def inputs(self, recipe: Recipe) -> Tensor:
         """What `recipe` is fitted on and scores: the maps for objectness, else the tables (at
-        the recipe's input size)."""
+        the recipe's input size; a ViralNet recipe's: its ranker inputs)."""
+        if recipe.viralnet:
+            if recipe.viralnet not in self.viralnet:
+                raise ValueError(f"{recipe.name!r} needs {recipe.viralnet} ranker inputs")
+            return self.viralnet[recipe.viralnet]
         if recipe.input_size != self.size:
             if recipe.input_size not in self.sized:
                 raise ValueError(
@@ -143,10 +156,16 @@ class Dataset:
 
 
 def load_dataset(
-    spec: str, k: int, seed: int, cache_dir: Path, sizes: Collection[int] = ()
+    spec: str,
+    k: int,
+    seed: int,
+    cache_dir: Path,
+    sizes: Collection[int] = (),
+    viralnets: Collection[str] = (),
 ) -> Dataset:
     """`FORMAT=PATH` (dankmemes or reddit): images, scores, cached trunk outputs and folds;
-    `sizes`: other input sides to cache the plain view at (4x the time per doubling)."""
+    `sizes`: other input sides to cache the plain view at (4x the time per doubling);
+    `viralnets`: ViralNet archs whose ranker inputs to cache."""
     data_format, _, path = spec.partition("=")
     # Existence is checked here; a file that does not decode stops the caching, naming it.
     images = READERS[data_format](Path(path), check_images=False, on_bad_image="skip")
@@ -162,12 +181,9 @@ def load_dataset(
     root = split_root(Path(path), data_format)
     folds = make_folds(images, k, seed)
     scores = scores_array(images)
-    return Dataset(data_format, root, paths, scores, top_mean_table(maps), folds, maps, size, sized)
-
-
-def sizes_for(names: Iterable[str]) -> set[int]:
-    """The input sides the named recipes need cached."""
-    return {s for name in names for s in (RECIPES[name].input_size, *RECIPES[name].sizes)}
+    viralnet = {arch: cached_ranker_inputs(arch, paths, cache_dir) for arch in sorted(viralnets)}
+    tables = top_mean_table(maps)
+    return Dataset(data_format, root, paths, scores, tables, folds, maps, size, sized, viralnet)
 
 
 def fold_metrics(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -299,8 +315,12 @@ def cross_table(results: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     chosen = args.recipes or list(RECIPES)
-    sizes = sizes_for([*chosen, *args.joint, *args.cross])
-    sets = [load_dataset(spec, args.folds, args.seed, args.cache, sizes) for spec in args.data]
+    needed = [RECIPES[name] for name in {*chosen, *args.joint, *args.cross}]
+    sizes = {s for r in needed for s in (r.input_size, *r.sizes)}
+    archs = {r.viralnet for r in needed if r.viralnet}
+    sets = [
+        load_dataset(spec, args.folds, args.seed, args.cache, sizes, archs) for spec in args.data
+    ]
     names = [d.name for d in sets]
     results: dict[str, Any] = {}
     for name in chosen:

@@ -69,6 +69,9 @@ class Recipe:
     # Multi-scale (cross-validation only): the recipe fitted at each of these input sizes, its
     # scores averaged. The service runs one input size, so such a recipe cannot ship.
     sizes: tuple[int, ...] = ()
+    # A ViralNet arch (e.g. "viralnet-m"): fitted on its ranker's inputs at the initial crops
+    # (training/viralnet_table.py), with the ridge probe; cross-validation only.
+    viralnet: str = ""
 
 
 def _train_config(recipe: Recipe, seed: int) -> TrainConfig:

@@ -73,7 +73,7 @@ def ship_sets(
 ) -> Path:
     """Out-of-fold calibration and metrics, the fit on every image, the checkpoint."""
     started = time.monotonic() - features_s
-    if recipe.pooling == "ridge" or recipe.tta or recipe.sizes:
+    if recipe.pooling == "ridge" or recipe.tta or recipe.sizes or recipe.viralnet:
         raise ValueError(
             f"{recipe.name!r} cannot be shipped: the service runs one network on the plain image"
         )

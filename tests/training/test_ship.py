@@ -58,6 +58,7 @@ def test_ships_one_network_that_scores_as_the_recipe_fitted_on_every_image(
         Recipe("ridge", pooling="ridge"),
         Recipe("tta", tta=True, backbone="tiny"),
         Recipe("two sizes", sizes=(224, 448), backbone="tiny"),
+        Recipe("viralnet table", pooling="ridge", viralnet="viralnet-m"),
     ],
 )
 def test_refuses_what_the_service_cannot_run(recipe: Recipe, tmp_path: Path) -> None:
