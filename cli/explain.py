@@ -14,7 +14,7 @@ from app.regions import salient_regions
 from app.routers.compare import sigmoid
 from app.store import StoredImage
 from cli.images import load_or_fail
-from cli.options import MAX_PIXELS, load_engine, model_options
+from cli.options import MAX_PIXELS, chosen_platform, load_engine, model_options, platform_option
 
 IMAGE = click.Path(exists=True, dir_okay=False)
 SUFFIX_FORMATS: dict[str, Literal["png", "jpeg"]] = {
@@ -28,25 +28,29 @@ SUFFIX_FORMATS: dict[str, Literal["png", "jpeg"]] = {
 @click.argument("image_a", type=IMAGE)
 @click.argument("image_b", type=IMAGE)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as POST /compare does.")
+@platform_option
 @model_options
-def compare(image_a: str, image_b: str, as_json: bool, checkpoint: Path, device: str) -> None:
+def compare(
+    image_a: str, image_b: str, as_json: bool, platform: str, checkpoint: Path, device: str
+) -> None:
     """Which of two images is more viral: P(A more viral) = sigmoid(s(A) - s(B)), eq. (1)."""
     engine = load_engine(checkpoint, device)
+    chosen = chosen_platform(engine, platform, checkpoint)
     a, b = (load_or_fail(path, engine.input_size, MAX_PIXELS) for path in (image_a, image_b))
-    pa, pb = engine.predict([a.prepared.pixels, b.prepared.pixels])
-    probability = sigmoid(pa.score - pb.score)
-    winner = "a" if pa.score >= pb.score else "b"
+    sa, sb = (p.choose(chosen)[0] for p in engine.predict([a.prepared.pixels, b.prepared.pixels]))
+    probability = sigmoid(sa - sb)
+    winner = "a" if sa >= sb else "b"
     if as_json:
         entries = {
-            side: {"path": item.path, "image_id": item.image_id, "score": p.score}
-            for side, item, p in (("a", a, pa), ("b", b, pb))
+            side: {"path": item.path, "image_id": item.image_id, "score": score}
+            for side, item, score in (("a", a, sa), ("b", b, sb))
         }
         click.echo(
             json.dumps({"probability_a_more_viral": probability, "winner": winner, **entries})
         )
         return
-    click.echo(f"A  {a.path}  score {pa.score:.4f}")
-    click.echo(f"B  {b.path}  score {pb.score:.4f}")
+    click.echo(f"A  {a.path}  score {sa:.4f}")
+    click.echo(f"B  {b.path}  score {sb:.4f}")
     name = a.path if winner == "a" else b.path
     click.echo(f"P(A more viral) = {probability:.3f}; winner: {winner.upper()} ({name})")
 
@@ -81,6 +85,7 @@ def compare(image_a: str, image_b: str, as_json: bool, checkpoint: Path, device:
     show_default=True,
     help="Shrink so the longer side fits (as GET /heatmap does by default).",
 )
+@platform_option
 @model_options
 def heatmap(
     image: str,
@@ -89,6 +94,7 @@ def heatmap(
     colormap: str,
     mode: Literal["overlay", "map"],
     max_side: int,
+    platform: str,
     checkpoint: Path,
     device: str,
 ) -> None:
@@ -97,14 +103,14 @@ def heatmap(
     if image_format is None:
         raise click.BadParameter("the name must end in .png, .jpg or .jpeg", param_hint="--out")
     engine = load_engine(checkpoint, device)
+    chosen = chosen_platform(engine, platform, checkpoint)
     item = load_or_fail(image, engine.input_size, MAX_PIXELS)
     (prediction,) = engine.predict([item.prepared.pixels])
-    stored = StoredImage(
-        item.data, prediction.viraliency, item.prepared.width, item.prepared.height
-    )
+    score, viraliency = prediction.choose(chosen)
+    stored = StoredImage(item.data, viraliency, item.prepared.width, item.prepared.height)
     options = HeatmapOptions(alpha, colormap.lower(), image_format, mode, max_side)
     out.write_bytes(draw(stored, options, MAX_PIXELS))
-    click.echo(f"wrote {out} (score {prediction.score:.4f})", err=True)
+    click.echo(f"wrote {out} (score {score:.4f})", err=True)
 
 
 @click.command(short_help="An image's virally salient regions as boxes.")
@@ -118,21 +124,25 @@ def heatmap(
 )
 @click.option("--max-regions", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as GET /regions does.")
+@platform_option
 @model_options
 def regions(
     image: str,
     threshold: float,
     max_regions: int,
     as_json: bool,
+    platform: str,
     checkpoint: Path,
     device: str,
 ) -> None:
     """The virally salient regions of IMAGE as boxes (x, y, width, height in pixels)."""
     engine = load_engine(checkpoint, device)
+    chosen = chosen_platform(engine, platform, checkpoint)
     item = load_or_fail(image, engine.input_size, MAX_PIXELS)
     (prediction,) = engine.predict([item.prepared.pixels])
     width, height = item.prepared.width, item.prepared.height
-    found = salient_regions(prediction.viraliency, width, height, threshold, max_regions)
+    viraliency = prediction.choose(chosen)[1]
+    found = salient_regions(viraliency, width, height, threshold, max_regions)
     if as_json:
         boxes = [asdict(region) for region in found]
         answer = {"image_id": item.image_id, "width": width, "height": height}

@@ -36,6 +36,29 @@ def model_options(command: F) -> F:
     return checkpoint_option(device_option(command))
 
 
+platform_option = click.option(
+    "--platform",
+    default="auto",
+    show_default=True,
+    help="With a checkpoint that has a head per platform (e.g. instagram, reddit): use that "
+    "platform's head; 'auto' lets the gate guess each image's platform.",
+)
+
+
+def chosen_platform(engine: Engine, platform: str, checkpoint: Path) -> str | None:
+    """--platform as Prediction.choose takes it (None: the default); an unknown name is a usage
+    error naming the choices."""
+    if platform == "auto":
+        return None
+    if platform not in engine.info.platforms:
+        known = ", ".join(["auto", *engine.info.platforms])
+        raise click.BadParameter(
+            f"{platform!r} is not a platform of {checkpoint}; choose from {known}",
+            param_hint="--platform",
+        )
+    return platform
+
+
 def load_engine(checkpoint: Path, device: str) -> Engine:
     """The checkpoint on its device; a bad folder or device is a one-line error, exit 1."""
     try:

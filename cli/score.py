@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from cli.options import MAX_PIXELS, load_engine, model_options
+from cli.options import MAX_PIXELS, chosen_platform, load_engine, model_options, platform_option
 from cli.output import Row, RowWriter, done_paths, out_format, table
 from cli.paths import expand
 from cli.scoring import Skipped, score_files
@@ -34,13 +34,7 @@ EXIT_SKIPPED = 1  # some files could not be scored (each is named on stderr)
     help="Threads that read and decode images.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option(
-    "--platform",
-    default="auto",
-    show_default=True,
-    help="With a checkpoint that has a head per platform (e.g. instagram, reddit): score with "
-    "that platform's head; 'auto' lets the gate guess each image's platform.",
-)
+@platform_option
 @model_options
 def score(
     paths: tuple[str, ...],
@@ -69,13 +63,7 @@ def score(
     if done:
         click.echo(f"{len(files) - len(todo)} of {len(files)} already in {out}; resuming", err=True)
     engine = load_engine(checkpoint, device)
-    chosen = None if platform == "auto" else platform
-    if chosen is not None and chosen not in engine.info.platforms:
-        known = ", ".join(["auto", *engine.info.platforms])
-        raise click.BadParameter(
-            f"{platform!r} is not a platform of {checkpoint}; choose from {known}",
-            param_hint="--platform",
-        )
+    chosen = chosen_platform(engine, platform, checkpoint)
     rows: list[Row] = []
     skipped: list[Skipped] = []
     writer = RowWriter(out) if out is not None else None

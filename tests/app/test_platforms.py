@@ -3,6 +3,7 @@ each platform's own head and calibration, the gate's mixture by default, clear 4
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -133,3 +134,29 @@ def test_cli_scores_with_the_named_platform(platform_checkpoint: Path, tmp_path:
     bad = CliRunner().invoke(cli, [*args, "--platform", "tiktok"])
     assert bad.exit_code == 2
     assert "choose from auto, a, b" in bad.output
+
+
+def test_cli_compare_heatmap_and_regions_take_the_platform_too(
+    platform_checkpoint: Path, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(jpeg(seed=1))
+    b.write_bytes(jpeg(120, 80, seed=2))
+    model = ["--checkpoint", str(platform_checkpoint)]
+    result = CliRunner().invoke(
+        cli, ["compare", str(a), str(b), "--json", "--platform", "b", *model]
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    sa, sb = (expected(platform_checkpoint, p.read_bytes(), "b")[0] for p in (a, b))
+    assert math.isclose(answer["a"]["score"], sa, rel_tol=1e-4, abs_tol=1e-5)
+    assert math.isclose(answer["probability_a_more_viral"], 1 / (1 + math.exp(sb - sa)))
+    drawn = CliRunner().invoke(
+        cli, ["heatmap", str(a), "-o", str(tmp_path / "m.png"), "--platform", "a", *model]
+    )
+    assert drawn.exit_code == 0, drawn.output
+    assert f"score {expected(platform_checkpoint, a.read_bytes(), 'a')[0]:.4f}" in drawn.stderr
+    for command in (["regions", str(a)], ["compare", str(a), str(b)]):
+        bad = CliRunner().invoke(cli, [*command, "--platform", "tiktok", *model])
+        assert bad.exit_code == 2
+        assert "choose from auto, a, b" in bad.output
