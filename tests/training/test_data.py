@@ -219,25 +219,25 @@ def test_missing_or_empty_csv(tmp_path: Path) -> None:
 
 def test_read_dankmemes_layout(tmp_path: Path) -> None:
     one = _image(tmp_path / "images" / "1.jpg")
-    rows = [["File", "Engagement", "Text"], ["1.jpg", "2261", "a,b"], ["2.jpg", "7", ""]]
+    rows = [["File", "Engagement", "Text"], ["1.jpg", "3141", "a,b"], ["2.jpg", "7", ""]]
     _csv(tmp_path / "labels.csv", rows)
     with pytest.raises(DataError, match=r"labels\.csv: 1 image .*row 3: .*images/2\.jpg"):
         read_dankmemes(tmp_path)
-    assert read_dankmemes(tmp_path, on_bad_image="skip") == [ScoredImage(one.resolve(), 2261.0)]
+    assert read_dankmemes(tmp_path, on_bad_image="skip") == [ScoredImage(one.resolve(), 3141.0)]
 
 
 def test_read_reddit_layout_counts_used_and_skipped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A small Reddit-like folder: labels.csv (File, Upvotes, Created, Title) + images/."""
-    a = _image(tmp_path / "images" / "4vvxoj.jpg")
-    b = _image(tmp_path / "images" / "51gyvc.jpg")
+    a = _image(tmp_path / "images" / "aaa111.jpg")
+    b = _image(tmp_path / "images" / "bbb222.jpg")
     (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
     rows = [
         ["File", "Upvotes", "Created", "Title"],
-        ["4vvxoj.jpg", "65699", "2016-08-03T01:03:59Z", 'My brother\'s, "quoted" title'],
+        ["aaa111.jpg", "51234", "2016-08-01T00:00:00Z", 'A title, with "quotes"'],
         ["gone.jpg", "494", "2017-01-01T00:00:00Z", "missing image"],
-        ["51gyvc.jpg", "61328", "2016-09-06T19:33:59Z", ""],
+        ["bbb222.jpg", "40321", "2016-09-01T12:00:00Z", ""],
         ["broken.jpg", "1200", "2018-04-01T00:00:00Z", "undecodable"],
     ]
     _csv(tmp_path / "labels.csv", rows)
@@ -246,7 +246,7 @@ def test_read_reddit_layout_counts_used_and_skipped(
     with caplog.at_level(logging.INFO, logger="training.data"):
         images, pairs = read_data(tmp_path, "reddit", on_bad_image="skip")
     assert pairs is None
-    assert images == [ScoredImage(a.resolve(), 65699.0), ScoredImage(b.resolve(), 61328.0)]
+    assert images == [ScoredImage(a.resolve(), 51234.0), ScoredImage(b.resolve(), 40321.0)]
     assert any("read 4 row(s): used 2, skipped 2" in r.getMessage() for r in caplog.records)
 
 
