@@ -58,19 +58,11 @@ def get_platform(
     ] = None,
 ) -> str | None:
     """The platform whose head scores the request's images; None for the default."""
-    if platform is None or platform == "auto":
-        return None
-    known = get_service(request).engine.info.platforms
-    if platform in known:
-        return platform
-    if not known:
-        message = (
-            f"platform {platform!r}: this checkpoint has one head for every image; "
-            "leave platform out (or use 'auto')"
-        )
-    else:
-        message = f"platform {platform!r} is unknown; this checkpoint scores for {', '.join(known)}"
-    raise ApiError(422, "unknown_platform", message, accepted=["auto", *known])
+    info = get_service(request).engine.info
+    try:
+        return info.resolve_platform(platform)
+    except ValueError as exc:
+        raise ApiError(422, "unknown_platform", str(exc), accepted=info.platform_choices) from None
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

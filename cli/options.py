@@ -48,15 +48,10 @@ platform_option = click.option(
 def chosen_platform(engine: Engine, platform: str, checkpoint: Path) -> str | None:
     """--platform as Prediction.choose takes it (None: the default); an unknown name is a usage
     error naming the choices."""
-    if platform == "auto":
-        return None
-    if platform not in engine.info.platforms:
-        known = ", ".join(["auto", *engine.info.platforms])
-        raise click.BadParameter(
-            f"{platform!r} is not a platform of {checkpoint}; choose from {known}",
-            param_hint="--platform",
-        )
-    return platform
+    try:
+        return engine.info.resolve_platform(platform)
+    except ValueError as exc:
+        raise click.BadParameter(f"{checkpoint}: {exc}", param_hint="--platform") from None
 
 
 def load_engine(checkpoint: Path, device: str) -> Engine:

@@ -33,6 +33,7 @@ CONFIG_FILE = "config.json"
 IMAGENET_CLASSES = 1000  # objectness class ids index the pretrained ImageNet classifier
 # The architecture a config.json describes; configs written before there was a choice are LENA.
 DEFAULT_ARCH = "lena"
+AUTO_PLATFORM = "auto"  # per-platform heads: let the gate guess (model/network.py `mixing`)
 
 Network = ViralityNet | ViralNet
 
@@ -71,6 +72,26 @@ class CheckpointInfo:
     def platforms(self) -> list[str]:
         """The platforms a caller may name (per-platform heads); empty for one head."""
         return list(getattr(self.network, "platforms", []))
+
+    @property
+    def platform_choices(self) -> list[str]:
+        """What a caller may pass as the platform: "auto" and each of `platforms`."""
+        return [AUTO_PLATFORM, *self.platforms]
+
+    def resolve_platform(self, name: str | None) -> str | None:
+        """A caller's platform choice as the engine takes it: None for "auto" (or no choice,
+        the gate's mix), else one of `platforms`; ValueError naming the accepted ones."""
+        if name is None or name == AUTO_PLATFORM:
+            return None
+        if name in self.platforms:
+            return name
+        if not self.platforms:
+            raise ValueError(
+                f"platform {name!r}: this checkpoint has one head for every image; leave "
+                f"platform out (or use {AUTO_PLATFORM!r})"
+            )
+        choices = ", ".join(self.platform_choices)
+        raise ValueError(f"platform {name!r} is unknown; choose from {choices}")
 
     def calibration_for(self, platform: str | None) -> Calibration | None:
         """The quantiles that score is read against: a named platform's, else the default."""
@@ -186,7 +207,7 @@ def _network_problem(network: NetworkConfig | ViralNetConfig) -> str | None:
         return _viralnet_problem(network)
     if network.pooling not in POOLINGS:
         return f"network.pooling {network.pooling!r} is unknown; known: {', '.join(POOLINGS)}"
-    if len(set(network.platforms)) != len(network.platforms) or "auto" in network.platforms:
+    if len(set(network.platforms)) != len(network.platforms) or AUTO_PLATFORM in network.platforms:
         return f"network.platforms {network.platforms!r}: names must be unique and not 'auto'"
     if not 0.0 <= network.eta_init <= 1.0:  # also catches NaN
         return f"network.eta_init is {network.eta_init}; it must be in [0, 1]"
