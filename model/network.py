@@ -166,7 +166,7 @@ class ViralityNet(nn.Module):
         scores, maps, weights = self._heads(images, dense, platform)
         if weights is None:
             return scores[:, 0], maps[:, 0]
-        return (weights * scores).sum(dim=1), torch.einsum("bp,bphw->bhw", weights, maps)
+        return _mix(weights, scores, maps)
 
     def platform_viraliency(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Every choice a caller can make at once: column 0 the gate's mixture, column 1 + p
@@ -175,9 +175,8 @@ class ViralityNet(nn.Module):
         scores, maps, weights = self._heads(images, dense=False, platform=None)
         if weights is None:
             return scores, maps
-        mixed = (weights * scores).sum(dim=1, keepdim=True)
-        mixed_map = torch.einsum("bp,bphw->bhw", weights, maps)[:, None]
-        return torch.cat([mixed, scores], dim=1), torch.cat([mixed_map, maps], dim=1)
+        mixed, mixed_map = _mix(weights, scores, maps)
+        return torch.cat([mixed[:, None], scores], dim=1), torch.cat([mixed_map[:, None], maps], 1)
 
     def _heads(
         self, images: Tensor, dense: bool, platform: Tensor | None
@@ -191,6 +190,12 @@ class ViralityNet(nn.Module):
             f = f * self.pool.selection_mask(f)
         maps = torch.einsum("blhw,pl->bphw", f, self.head.weight.to(f.dtype))
         return scores, maps, weights
+
+
+def _mix(weights: Tensor, scores: Tensor, maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-platform heads' scores (B, P) and maps (B, P, h, w), weighted by (B, P) -> (B,),
+    (B, h, w): the map of a weighted score is the same weighting of the maps (eq. 7 is linear)."""
+    return (weights * scores).sum(dim=1), torch.einsum("bp,bphw->bhw", weights, maps)
 
 
 def pairwise_loss(logits: Tensor, labels: Tensor) -> Tensor:
