@@ -4,7 +4,7 @@
                                                                         |   device) -> area
                                                                         |   resize to S x S ->
                                                                         |   (S, S, 3) uint8
-    anything else (PNG, CMYK, EXIF-rotated, tiny, corrupt) or an error -+-> app.images.prepare
+    anything else (PNG, CMYK, EXIF-rotated, tiny, cut off) or an error -+-> app.images.prepare
 
 On a GPU host the decoding, not the network, is the budget (issue 15: one H100 runs
 MobileNetV2 at ~100k images/s, 16 CPU cores decode ~2,500 640x480 JPEGs/s). The resize is
@@ -48,6 +48,11 @@ def gpu_decodable(data: bytes, max_pixels: int, size: int) -> tuple[int, int] | 
     """(width, height) of a JPEG the GPU can decode and area-resize as it is, from its header
     alone; None sends the upload to the CPU path (which also gives any error its 4xx)."""
     if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    # nvJPEG decodes a truncated JPEG without an error (grey where the data stops: seen on an
+    # H200), where libjpeg refuses it; so a JPEG must end at its end-of-image marker to take the
+    # GPU road. Others (cut off, or with a trailer such as some phones append) go to the CPU.
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:

@@ -1,5 +1,6 @@
-"""Batched JPEG decoding (app/gpu_decode.py), run on the CPU: torchvision's decode_jpeg does the
-batch here as nvJPEG does on CUDA, so the routing, the fallbacks and the resize are real."""
+"""Batched JPEG decoding (app/gpu_decode.py), on the CPU and, where a GPU is present, on CUDA:
+torchvision's decode_jpeg does the batch on the CPU as nvJPEG does on CUDA, so the routing, the
+fallbacks and the resize are real on a machine without a GPU too."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ import torch
 from PIL import Image
 
 from app.errors import ApiError
-from app.gpu_decode import GpuDecodeStage, prepare_jpegs, use_gpu_decode
+from app.gpu_decode import GpuDecodeStage, gpu_decodable, prepare_jpegs, use_gpu_decode
 from app.images import Prepared, prepare
 
 from .helpers import Serve, wait_until
 from .imaging import encode, jpeg_declaring_size, photo
 
 CPU = torch.device("cpu")
+# The batched decode runs on the CPU everywhere (libjpeg-turbo inside torchvision) and on CUDA
+# (nvJPEG) where a GPU is present: the same checks hold on both.
+DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 SIZE = 224
 MAX_PIXELS = 40_000_000
 
@@ -56,6 +60,11 @@ def close_to_cpu(prepared: Prepared, data: bytes, tolerance: float = 2.0) -> Non
     assert np.percentile(difference, 99) <= 12
 
 
+@pytest.fixture(params=DEVICES, ids=str)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return request.param
+
+
 def counting(calls: list[str]) -> Callable[[bytes, str, int, int], Prepared]:
     """The real CPU decoder, recording which uploads it was given."""
 
@@ -80,11 +89,15 @@ async def test_a_cpu_service_has_no_gpu_decode_stage_even_with_the_setting_on(
         assert app.state.service.gpu_decode is None
 
 
-def test_batched_jpegs_match_the_cpu_decoder_and_skip_the_fallback() -> None:
+def test_batched_jpegs_match_the_cpu_decoder_and_skip_the_fallback(device: torch.device) -> None:
     datas = [jpeg_of(seed=k) for k in range(3)] + [jpeg_of(1080, 1080, seed=9)]
     calls: list[str] = []
     results = prepare_jpegs(
-        [(d, f"images[{k}]") for k, d in enumerate(datas)], MAX_PIXELS, SIZE, CPU, counting(calls)
+        [(d, f"images[{k}]") for k, d in enumerate(datas)],
+        MAX_PIXELS,
+        SIZE,
+        device,
+        counting(calls),
     )
     assert calls == []
     for result, data in zip(results, datas, strict=True):
@@ -92,7 +105,9 @@ def test_batched_jpegs_match_the_cpu_decoder_and_skip_the_fallback() -> None:
         close_to_cpu(result, data)
 
 
-def test_other_formats_cmyk_rotated_and_tiny_jpegs_go_to_the_cpu_decoder() -> None:
+def test_other_formats_cmyk_rotated_and_tiny_jpegs_go_to_the_cpu_decoder(
+    device: torch.device,
+) -> None:
     others = {
         "png": encode(photo(640, 480, 6), "PNG"),
         "webp": encode(photo(640, 480, 7), "WEBP"),
@@ -102,7 +117,7 @@ def test_other_formats_cmyk_rotated_and_tiny_jpegs_go_to_the_cpu_decoder() -> No
     }
     uploads = [(jpeg_of(seed=1), "plain"), *((d, name) for name, d in others.items())]
     calls: list[str] = []
-    results = prepare_jpegs(uploads, MAX_PIXELS, SIZE, CPU, counting(calls))
+    results = prepare_jpegs(uploads, MAX_PIXELS, SIZE, device, counting(calls))
     assert calls == list(others)
     for (data, _), result in zip(uploads[1:], results[1:], strict=True):
         expected = prepare(data, "x", MAX_PIXELS, SIZE)
@@ -113,22 +128,35 @@ def test_other_formats_cmyk_rotated_and_tiny_jpegs_go_to_the_cpu_decoder() -> No
     assert (rotated.width, rotated.height) == (480, 640)
 
 
-def test_a_progressive_jpeg_decodes_in_the_batch() -> None:
+def test_a_progressive_jpeg_decodes_in_the_batch(device: torch.device) -> None:
     data = jpeg_of(seed=10, progressive=True)
     assert Image.open(io.BytesIO(data)).info.get("progressive")
     calls: list[str] = []
-    [result] = prepare_jpegs([(data, "p")], MAX_PIXELS, SIZE, CPU, counting(calls))
+    [result] = prepare_jpegs([(data, "p")], MAX_PIXELS, SIZE, device, counting(calls))
     assert calls == []
     assert isinstance(result, Prepared)
     close_to_cpu(result, data)
 
 
-def test_a_corrupt_jpeg_fails_alone_with_its_4xx_and_the_rest_of_the_batch_decodes() -> None:
+def test_only_a_jpeg_that_ends_at_its_end_of_image_marker_takes_the_batch_road() -> None:
+    """nvJPEG decodes a cut-off JPEG without complaint (grey where the data stops), so the
+    header check sends it, and anything after the marker, to the CPU decoder."""
+    whole = jpeg_of(seed=13)
+    assert gpu_decodable(whole, MAX_PIXELS, SIZE) == (640, 480)
+    assert gpu_decodable(whole + b"\0\0", MAX_PIXELS, SIZE) == (640, 480)  # zero padding
+    assert gpu_decodable(corrupt_scan_jpeg(), MAX_PIXELS, SIZE) is None
+    assert gpu_decodable(whole[:-2], MAX_PIXELS, SIZE) is None
+    assert gpu_decodable(whole + b"trailer", MAX_PIXELS, SIZE) is None
+
+
+def test_a_corrupt_jpeg_fails_alone_with_its_4xx_and_the_rest_of_the_batch_decodes(
+    device: torch.device,
+) -> None:
     good = [jpeg_of(seed=11), jpeg_of(seed=12)]
     uploads = [(good[0], "images[0]"), (corrupt_scan_jpeg(), "images[1]"), (good[1], "images[2]")]
     calls: list[str] = []
-    first, bad, last = prepare_jpegs(uploads, MAX_PIXELS, SIZE, CPU, counting(calls))
-    assert calls == ["images[1]"]  # the batch failed, each alone: only the bad one falls back
+    first, bad, last = prepare_jpegs(uploads, MAX_PIXELS, SIZE, device, counting(calls))
+    assert calls == ["images[1]"]  # only the bad one goes to the CPU decoder
     assert isinstance(bad, ApiError)
     assert (bad.status, bad.code) == (400, "corrupt_image")
     assert "images[1]" in bad.message
@@ -137,8 +165,10 @@ def test_a_corrupt_jpeg_fails_alone_with_its_4xx_and_the_rest_of_the_batch_decod
         close_to_cpu(result, data)
 
 
-def test_a_jpeg_over_the_pixel_limit_gets_the_cpu_decoders_413() -> None:
-    [result] = prepare_jpegs([(jpeg_declaring_size(20_000, 20_000), "big")], MAX_PIXELS, SIZE, CPU)
+def test_a_jpeg_over_the_pixel_limit_gets_the_cpu_decoders_413(device: torch.device) -> None:
+    [result] = prepare_jpegs(
+        [(jpeg_declaring_size(20_000, 20_000), "big")], MAX_PIXELS, SIZE, device
+    )
     assert isinstance(result, ApiError)
     assert (result.status, result.code) == (413, "too_many_pixels")
 
@@ -148,8 +178,8 @@ async def in_pool(fn: Callable[[list[bytes]], list[str]], datas: list[bytes]) ->
 
 
 @pytest.fixture
-def stage() -> Any:
-    stage = GpuDecodeStage(CPU, MAX_PIXELS, SIZE, 8, 0.002, 64, in_pool)
+def stage(device: torch.device) -> Any:
+    stage = GpuDecodeStage(device, MAX_PIXELS, SIZE, 8, 0.002, 64, in_pool)
     stage.start()
     yield stage
     assert stage.stop(5.0)
