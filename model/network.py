@@ -5,10 +5,16 @@
 
 Both branches of the siamese pair are the same module: a pair is scored by one batched
 forward pass over both images, so every parameter (trunk, pooling, eta, head) is shared.
+
+Under fp16/bf16 autocast only the trunk runs in half precision: pooling, heads, gate and maps
+run in float32 (`full_precision`). A head fitted by ridge regression on standardised features
+folds the standardisation into large weights and a large bias whose terms cancel; in float16
+that cancellation cost 0.04 of score on the GPU (bench/RESULTS.md), at no measurable speed.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +24,11 @@ from torch import Tensor, nn
 
 from model.backbones import Backbone, Preprocessing, build_backbone
 from model.lena import GlobalPool, build_pool
+
+
+def full_precision(x: Tensor) -> AbstractContextManager[Any]:
+    """Autocast off on x's device: what runs inside sees float32 (pass it `x.float()`)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 @dataclass
@@ -125,10 +136,12 @@ class ViralityNet(nn.Module):
 
     def score_features(self, f: Tensor) -> Tensor:
         """s = w . pool(f) + b (per-platform heads: gated, see `mixing`). (B, L, h, w) -> (B,)"""
-        scores = self.head(self.pool(f))
-        if self.gate is None:
-            return scores.squeeze(-1)
-        return (self.mixing(f) * scores).sum(dim=1)
+        with full_precision(f):
+            f = f.float()
+            scores = self.head(self.pool(f))
+            if self.gate is None:
+                return scores.squeeze(-1)
+            return (self.mixing(f) * scores).sum(dim=1)
 
     def mixing(self, f: Tensor, platform: Tensor | None = None) -> Tensor:
         """Per-platform heads: how much each platform's score counts, (B, P) rows summing to 1.
@@ -184,11 +197,13 @@ class ViralityNet(nn.Module):
         """Every head's score and map, and the mixing weights (None for one head).
         -> (B, P), (B, P, h, w), (B, P) | None"""
         f = self.feature_maps(images)
-        scores = self.head(self.pool(f))
-        weights = None if self.gate is None else self.mixing(f, platform)
-        if not dense:
-            f = f * self.pool.selection_mask(f)
-        maps = torch.einsum("blhw,pl->bphw", f, self.head.weight.to(f.dtype))
+        with full_precision(f):
+            f = f.float()
+            scores = self.head(self.pool(f))
+            weights = None if self.gate is None else self.mixing(f, platform)
+            if not dense:
+                f = f * self.pool.selection_mask(f)
+            maps = torch.einsum("blhw,pl->bphw", f, self.head.weight)
         return scores, maps, weights
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from model.backbones import Backbone, Preprocessing, build_backbone
 from model.categories import CategoryHead
+from model.network import full_precision
 from model.stn import Localiser, affine_crop, shrink_penalty, spatial_penalty
 
 ARCHS = ("viralnet", "viralnet-m", "viralnet-c", "viralnet-mc")
@@ -110,8 +111,10 @@ class ViralNet(nn.Module):
         return torch.cat(pooled.chunk(len(levels)), dim=1)
 
     def rank(self, whole: Tensor, crops: Tensor) -> Tensor:
-        """s(I) = w . [phi(I), phi(C_k)..., g(I)] + b. (B, L), (B, K * L) -> (B,)"""
-        return self.ranker(self.ranker_input(whole, crops)).squeeze(-1)
+        """s(I) = w . [phi(I), phi(C_k)..., g(I)] + b, in float32 also under autocast (as
+        LENA's heads: model/network.py). (B, L), (B, K * L) -> (B,)"""
+        with full_precision(whole):
+            return self.ranker(self.ranker_input(whole.float(), crops.float())).squeeze(-1)
 
     def ranker_input(self, whole: Tensor, crops: Tensor) -> Tensor:
         """[phi(I), phi(C_k)..., g(I)], what the ranker's one linear unit weighs. -> (B, D)"""
@@ -153,8 +156,9 @@ class ViralNet(nn.Module):
         features = self.level_features(levels)
         scores, params = self.score_levels(levels, features)
         f = features[0]
-        weight = self.ranker.weight[0, : f.shape[1]].to(f.dtype)
-        maps = torch.einsum("blhw,l->bhw", f, weight)  # CAM of phi(I)'s share of s(I)
+        with full_precision(f):
+            weight = self.ranker.weight[0, : f.shape[1]]
+            maps = torch.einsum("blhw,l->bhw", f.float(), weight)  # CAM of phi(I)'s share of s(I)
         return Explanation(scores, maps, params)
 
     def viraliency(self, images: Tensor, dense: bool = False) -> tuple[Tensor, Tensor]:
