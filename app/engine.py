@@ -3,9 +3,13 @@
     uint8 (B, S, S, 3) -> device -> float, /255, -mean, /std -> (B, 3, S, S) -> viraliency()
 
 The uint8 batch crosses to the device (4x fewer bytes than float32) and is normalised there.
-On CUDA the forward runs under fp16 autocast; on the CPU in float32, with weights and input in
-`cpu_memory_format` (channels_last: NHWC, oneDNN's preferred layout for convolutions; see
-bench/RESULTS.md, "CPU inference variants") and `torch_threads` intra-op threads.
+On CUDA the forward runs in float32 without TF32 (`cuda_precision`; float16 autocast of the
+trunk moved every score by ~0.04, past what the percentiles' calibration tolerates: see
+bench/RESULTS.md), replayed as CUDA graphs captured at start-up (`cuda_graphs`,
+app/cuda_graphs.py); on the CPU in float32, with
+weights and input in `cpu_memory_format` (channels_last: NHWC, oneDNN's preferred layout for
+convolutions; see bench/RESULTS.md, "CPU inference variants") and `torch_threads` intra-op
+threads.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from app.settings import Settings
+from app.cuda_graphs import GraphedForward, buckets
+from app.settings import CudaPrecision, Settings
 from model.checkpoint import CheckpointInfo, Network, load_network
 from model.devices import resolve_device
 from model.images import normalise
-from model.predict import predict
+from model.predict import Predicted, predict
 from model.viralnet import ViralNet
 
 log = logging.getLogger(__name__)
@@ -49,23 +54,63 @@ class Prediction:
 class Engine:
     """A loaded network plus its preprocessing; `predict` is called by one thread only."""
 
-    def __init__(self, net: Network, info: CheckpointInfo, device: torch.device) -> None:
+    def __init__(
+        self,
+        net: Network,
+        info: CheckpointInfo,
+        device: torch.device,
+        cuda_precision: CudaPrecision = "float32",
+    ) -> None:
         self.net = net
         self.info = info
         self.device = device
+        self.half = device.type == "cuda" and cuda_precision == "float16"
+        if device.type == "cuda" and not self.half:
+            # IEEE float32 in convolutions and matrix products: TF32 keeps fp16's 10-bit
+            # mantissa, and with it most of fp16's shift (process-wide, as the flags are).
+            torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
         self.input_size = info.preprocessing.input_size
         self.description = info.to_json(net)  # eta is fixed at inference: describe once
         self.memory_format = torch.contiguous_format
+        self.graphs: GraphedForward | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
-        """`load`, then the CPU knobs: torch threads and memory format (CUDA keeps NCHW)."""
+        """`load`, then the CPU knobs (torch threads, memory format; CUDA keeps NCHW) or, on
+        CUDA, the graphs of the forward pass."""
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
-        engine = cls.load(settings.checkpoint, settings.device)
+        engine = cls.load(settings.checkpoint, settings.device, settings.cuda_precision)
         if engine.device.type == "cpu" and settings.cpu_memory_format == "channels_last":
             engine.use_memory_format(torch.channels_last)
+        if engine.device.type == "cuda" and settings.cuda_graphs:
+            engine.capture_graphs(settings.max_batch_size)
         return engine
+
+    @torch.inference_mode()
+    def capture_graphs(self, largest_batch: int) -> None:
+        """CUDA graphs of the forward pass at each batch-size bucket up to `largest_batch`; if
+        capturing fails, the engine stays eager and says so in the log."""
+        started = time.perf_counter()
+        sizes = buckets(largest_batch)
+        sample = (3, self.input_size, self.input_size)
+        try:
+            self.graphs = GraphedForward(self._forward, sample, self.device, sizes)
+        except RuntimeError as error:
+            log.warning(
+                "CUDA graphs not captured; the forward pass stays eager",
+                extra={"event": "cuda_graphs_failed", "error": str(error)},
+            )
+            return
+        log.info(
+            "CUDA graphs captured",
+            extra={
+                "event": "cuda_graphs",
+                "batch_sizes": sizes,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
 
     def use_memory_format(self, memory_format: torch.memory_format) -> None:
         """Keep weights (and convert each input batch) in this layout; results are unchanged."""
@@ -73,7 +118,7 @@ class Engine:
         self.memory_format = memory_format
 
     @classmethod
-    def load(cls, folder: Path, device: str) -> Engine:
+    def load(cls, folder: Path, device: str, cuda_precision: CudaPrecision = "float32") -> Engine:
         started = time.perf_counter()
         resolved = resolve_device(device)
         net, info = load_network(folder, resolved)
@@ -88,10 +133,11 @@ class Engine:
                 "arch": info.arch,
                 "input_size": info.preprocessing.input_size,
                 "calibrated": info.calibration is not None,
+                "cuda_precision": cuda_precision if resolved.type == "cuda" else None,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        return cls(net, info, resolved)
+        return cls(net, info, resolved, cuda_precision)
 
     def percentile(self, score: float, platform: str | None = None) -> float | None:
         """Where `score` (of that platform's head, or the default) falls among the calibration
@@ -100,9 +146,15 @@ class Engine:
         return None if calibration is None else calibration.percentile(score)
 
     def _autocast(self) -> AbstractContextManager[Any]:
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        if self.half:
+            # No cast cache: a CUDA graph capture needs it off, and in inference each weight
+            # is cast once per forward pass anyway.
+            return torch.autocast(device_type="cuda", dtype=torch.float16, cache_enabled=False)
         return nullcontext()
+
+    def _forward(self, x: torch.Tensor) -> Predicted:
+        with self._autocast():
+            return predict(self.net, x)
 
     def to_input(self, pixels: NDArray[np.uint8]) -> torch.Tensor:
         """(B, S, S, 3) uint8 RGB on the host -> (B, 3, S, S) normalised float32 on the device."""
@@ -116,8 +168,9 @@ class Engine:
     def predict(self, images: list[NDArray[np.uint8]]) -> list[Prediction]:
         """Score a batch of squashed (S, S, 3) uint8 RGB images; one Prediction each, in order."""
         x = self.to_input(np.stack(images))
-        with self._autocast():
-            out = predict(self.net, x)  # (B,), (B, h, w)
+        out = self.graphs(x) if self.graphs is not None else None
+        if out is None:  # eager: on the CPU, with graphs off, or above the largest bucket
+            out = self._forward(x)  # (B,), (B, h, w)
         scores = out.scores.float().cpu().numpy()
         maps = out.maps.float().cpu().numpy()
         if out.platform_scores is None or out.platform_maps is None:
@@ -141,8 +194,7 @@ class Engine:
         -> (K, 3); (0, 3) for LENA. Safe beside `predict`: the network is in eval mode."""
         if not isinstance(self.net, ViralNet):
             return np.zeros((0, 3), dtype=np.float32)
-        with self._autocast():
-            transforms = predict(self.net, self.to_input(pixels[None])).transforms
+        transforms = self._forward(self.to_input(pixels[None])).transforms
         assert transforms is not None
         return np.asarray(transforms[0].float().cpu().numpy(), dtype=np.float32)
 

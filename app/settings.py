@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+CudaPrecision = Literal["float32", "float16"]
+
 
 def _cpu_count() -> int:
     try:
@@ -143,6 +145,18 @@ class Settings(BaseSettings):
         default=True,
         description="On CUDA, decode JPEG uploads on the GPU in batches (nvJPEG), other "
         "formats and any JPEG it cannot decode on the CPU; no effect on the CPU.",
+    )
+    cuda_precision: CudaPrecision = Field(
+        default="float32",
+        description="The forward pass on CUDA: float32 (IEEE, no TF32: the CPU's scores, which "
+        "the percentiles are calibrated on) or float16 (autocast of the trunk: faster, "
+        "every score moved by ~0.04). No effect on the CPU.",
+    )
+    cuda_graphs: bool = Field(
+        default=True,
+        description="On CUDA, replay the forward pass as CUDA graphs captured at start-up, one "
+        "per batch size bucket (powers of two up to max_batch_size; a batch is padded up to "
+        "its bucket); off: eager PyTorch. No effect on the CPU.",
     )
     max_concurrent_renders: int = Field(
         default_factory=lambda data: max(1, data["decode_threads"] - 1),
