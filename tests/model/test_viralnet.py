@@ -117,13 +117,20 @@ def test_loss_adds_the_penalty_summed_over_levels() -> None:
     )
 
 
-def test_runs_under_cpu_autocast_and_trains_the_localisers() -> None:
-    net = tiny("viralnet-mc").train()
-    x = torch.randn(4, 3, 64, 64)
-    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+AUTOCAST = [("cpu", torch.bfloat16)] + (
+    [("cuda", torch.float16)] if torch.cuda.is_available() else []
+)
+
+
+@pytest.mark.parametrize(("device", "dtype"), AUTOCAST)
+def test_runs_under_autocast_and_trains_the_localisers(device: str, dtype: torch.dtype) -> None:
+    net = tiny("viralnet-mc").train().to(device)
+    x = torch.randn(4, 3, 64, 64, device=device)
+    labels = torch.tensor([1.0, 0.0], device=device)
+    with torch.autocast(device_type=device, dtype=dtype):
         levels = net.pyramid(x)
         scores, params = net.score_levels(levels, net.level_features(levels))
-        loss = viralnet_loss(scores[:2] - scores[2:], torch.tensor([1.0, 0.0]), params, 1.0)
+        loss = viralnet_loss(scores[:2] - scores[2:], labels, params, 1.0)
     assert torch.isfinite(loss)
     loss.backward()
     for loc in net.localisers:

@@ -12,6 +12,8 @@ import torch
 from model.stn import Localiser, affine_crop, crop_boxes, shrink_penalty, spatial_penalty
 from model.viralnet import viralnet_loss
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def bilinear_lookup(img: np.ndarray, u: float, v: float) -> np.ndarray:
     """img (C, H, W) read at pixel coordinates (u, v) (pixel centres at integers), zeros
@@ -49,13 +51,31 @@ TRANSFORMS = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("s", "tx", "ty"), TRANSFORMS)
-def test_affine_crop_matches_a_direct_pixel_lookup(s: float, tx: float, ty: float) -> None:
+def test_affine_crop_matches_a_direct_pixel_lookup(
+    s: float, tx: float, ty: float, device: str
+) -> None:
     rng = np.random.default_rng(0)
     img = rng.uniform(-1, 1, size=(2, 9, 13))  # non-square, odd sizes: no symmetry to hide in
-    params = torch.tensor([[s, tx, ty]], dtype=torch.float64)
-    got = affine_crop(torch.from_numpy(img)[None], params, 7)[0].numpy()
+    params = torch.tensor([[s, tx, ty]], dtype=torch.float64, device=device)
+    got = affine_crop(torch.from_numpy(img)[None].to(device), params, 7)[0].cpu().numpy()
     np.testing.assert_allclose(got, reference_crop(img, s, tx, ty, 7), atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("s", "tx", "ty"), TRANSFORMS)
+def test_affine_crop_under_cuda_fp16_autocast_matches_the_lookup(
+    s: float, tx: float, ty: float
+) -> None:
+    """The service's path: float16 activations under autocast, float32 transforms."""
+    rng = np.random.default_rng(1)
+    img = rng.uniform(-1, 1, size=(2, 9, 13))
+    images = torch.from_numpy(img)[None].to("cuda", torch.float16)
+    params = torch.tensor([[s, tx, ty]], device="cuda")
+    with torch.autocast(device_type="cuda", dtype=torch.float16):
+        got = affine_crop(images, params, 7)[0].float().cpu().numpy()
+    np.testing.assert_allclose(got, reference_crop(img, s, tx, ty, 7), atol=1e-2)
 
 
 def test_affine_crop_is_vectorised_over_the_batch() -> None:
