@@ -76,7 +76,7 @@ def main() -> None:
     print("| network | ms / image | x LENA |\n| --- | ---: | ---: |")
     for name, measured in times.items():
         per_image = statistics.median(measured) / args.batch
-        print(f"| {name} | {per_image * 1000:.1f} | {per_image / lena:.2f} |")
+        print(f"| {name} | {per_image * 1000:.3f} | {per_image / lena:.2f} |")
 
 
 if __name__ == "__main__":
