@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from model.ensemble import stack_platforms
 from model.network import ViralityNet
+from training.logistic import fit_logistic
 from training.recipes import Recipe, Scorer, fit_recipe, score_views
 
 
@@ -38,27 +39,8 @@ class PlatformData:
 def fit_gate(features: np.ndarray, platform: np.ndarray, platforms: int, l2: float) -> nn.Linear:
     """Multinomial logistic regression of `platform` (N,) ints on (N, C) features, the penalty
     l2 * |W|^2 on standardised features, folded back into a Linear on the raw features."""
-    mean, sd = features.mean(0), features.std(0) + 1e-6
-    x = torch.from_numpy((features - mean) / sd)
     target = torch.from_numpy(platform).long()
-    weight = torch.zeros(platforms, x.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(platforms, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([weight, bias], max_iter=300, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimiser.zero_grad()
-        logits = x @ weight.T + bias
-        loss = nn.functional.cross_entropy(logits, target) + l2 * (weight**2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    gate = nn.Linear(x.shape[1], platforms)
-    with torch.no_grad():
-        raw = weight / torch.from_numpy(sd)
-        gate.weight.copy_(raw)
-        gate.bias.copy_(bias - raw @ torch.from_numpy(mean))
-    return gate
+    return fit_logistic(features, target, platforms, nn.functional.cross_entropy, l2)
 
 
 def _gap(tables: Tensor) -> np.ndarray:
