@@ -35,14 +35,22 @@ from torch import Tensor
 from model.network import NetworkConfig, ViralityNet
 from training.accuracy import pair_accuracy
 from training.cache import FromBlock, cached_inputs
-from training.data import DESCRIPTIONS, read_dankmemes, read_reddit, scores_array, split_root
+from training.categories import cross_fitted, fit_probe, probe_outputs
+from training.data import (
+    DESCRIPTIONS,
+    read_dankmemes,
+    read_dankmemes_categories,
+    read_reddit,
+    scores_array,
+    split_root,
+)
 from training.folds import Folds, make_folds, mean_and_interval
 from training.joint import joint_scores
 from training.pairs import extreme_pairs, ratio_pairs
 from training.platforms import PlatformData, fit_platforms
 from training.recipes import FROZEN, Recipe, Scorer, fit_recipe, score_views
 from training.tables import top_mean_table
-from training.viralnet_table import cached_ranker_inputs
+from training.viralnet_table import cached_ranker_inputs, whole_image_features
 
 log = logging.getLogger("viraliency.crossval")
 
@@ -75,6 +83,12 @@ RECIPES: dict[str, Recipe] = {
             "ViralNet-MC (ImageNet classes), initial crops, ridge ranker",
             pooling="ridge",
             viralnet="viralnet-mc",
+        ),
+        Recipe(
+            "ViralNet-MC (DANKMEMES category probe), initial crops, ridge ranker",
+            pooling="ridge",
+            viralnet="viralnet-m",
+            categories="probe",
         ),
         Recipe("LENA eta {1, 0}, ridge heads, 448 px", etas=(1.0, 0.0), epochs=0, input_size=448),
         Recipe(
@@ -131,16 +145,19 @@ class Dataset:
     size: int = 224  # the input side of `views` and `maps`
     # (1, N, C, K) tables of the plain view at other input sides (`Recipe.input_size`)
     sized: dict[int, Tensor] = field(default_factory=dict)
-    # (1, N, D, 1) ViralNet ranker inputs by arch (`Recipe.viralnet`)
+    # (1, N, D, 1) ViralNet ranker inputs by arch (`Recipe.viralnet`); "ARCH+probe" with the
+    # category probe's outputs appended (`attach_category_probe`)
     viralnet: dict[str, Tensor] = field(default_factory=dict)
+    categories: np.ndarray | None = None  # (N, K) 0/1 category labels (DANKMEMES only)
 
     def inputs(self, recipe: Recipe) -> Tensor:
         """What `recipe` is fitted on and scores: the maps for objectness, else the tables (at
         the recipe's input size; a ViralNet recipe's: its ranker inputs)."""
         if recipe.viralnet:
-            if recipe.viralnet not in self.viralnet:
-                raise ValueError(f"{recipe.name!r} needs {recipe.viralnet} ranker inputs")
-            return self.viralnet[recipe.viralnet]
+            key = "+".join(filter(None, (recipe.viralnet, recipe.categories)))
+            if key not in self.viralnet:
+                raise ValueError(f"{recipe.name!r} needs {key} ranker inputs")
+            return self.viralnet[key]
         if recipe.input_size != self.size:
             if recipe.input_size not in self.sized:
                 raise ValueError(
@@ -183,7 +200,32 @@ def load_dataset(
     scores = scores_array(images)
     viralnet = {arch: cached_ranker_inputs(arch, paths, cache_dir) for arch in sorted(viralnets)}
     tables = top_mean_table(maps)
-    return Dataset(data_format, root, paths, scores, tables, folds, maps, size, sized, viralnet)
+    categories = (
+        read_dankmemes_categories(Path(path), paths) if data_format == "dankmemes" else None
+    )
+    return Dataset(
+        data_format, root, paths, scores, tables, folds, maps, size, sized, viralnet, categories
+    )
+
+
+def attach_category_probe(sets: list[Dataset], arch: str) -> None:
+    """Each set's `arch` ranker inputs plus g(I), ViralNet-C's category features, as
+    viralnet["ARCH+probe"]: cross-fitted over its own folds where it has category labels,
+    else from the probe fitted on all of a labelled set's images (training/categories.py)."""
+    labelled = [d for d in sets if d.categories is not None]
+    if not labelled:
+        raise ValueError("the category probe needs a dataset with category labels (DANKMEMES)")
+    source = labelled[0]
+    assert source.categories is not None
+    probe = fit_probe(whole_image_features(source.viralnet[arch], arch), source.categories)
+    for d in sets:
+        phi = whole_image_features(d.viralnet[arch], arch)
+        if d.categories is not None:
+            g = cross_fitted(phi, d.categories, d.folds)
+        else:
+            g = probe_outputs(probe, phi)
+        extra = torch.from_numpy(g).to(d.viralnet[arch].dtype)[None, :, :, None]
+        d.viralnet[f"{arch}+probe"] = torch.cat([d.viralnet[arch], extra], dim=2)
 
 
 def fold_metrics(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -321,6 +363,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sets = [
         load_dataset(spec, args.folds, args.seed, args.cache, sizes, archs) for spec in args.data
     ]
+    for arch in sorted({r.viralnet for r in needed if r.categories == "probe"}):
+        attach_category_probe(sets, arch)
     names = [d.name for d in sets]
     results: dict[str, Any] = {}
     for name in chosen:

@@ -349,6 +349,31 @@ def read_dankmemes(
     )
 
 
+# ViralNet-C's categories on DANKMEMES (training/categories.py): each 0/1, from its columns Meme,
+# Manipulation, and Visual (the names of the people shown, "0" when none).
+DANKMEMES_CATEGORIES = ("meme", "manipulation", "people")
+
+
+def read_dankmemes_categories(folder: Path, paths: Sequence[Path]) -> np.ndarray:
+    """The DANKMEMES category labels of `paths` (images of `folder`), in their order.
+    -> (N, 3) float 0/1 in the order of DANKMEMES_CATEGORIES."""
+    folder = Path(folder)
+    csv_path = folder / DANKMEMES_CSV
+    by_name: dict[str, list[float]] = {}
+    for row, record in _read_table(csv_path, ["File", "Meme", "Manipulation", "Visual"]):
+        try:
+            meme, manipulation = (int(record[c].strip()) for c in ("Meme", "Manipulation"))
+        except ValueError as exc:
+            raise DataError(f"{csv_path}, row {row}: Meme and Manipulation must be 0 or 1") from exc
+        people = record["Visual"].strip() not in ("", "0")
+        by_name[record["File"].strip()] = [float(meme), float(manipulation), float(people)]
+    images = (folder / DANKMEMES_IMAGES).resolve()
+    try:
+        return np.array([by_name[Path(p).resolve().relative_to(images).as_posix()] for p in paths])
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"{csv_path}: no category labels for an image: {exc}") from exc
+
+
 def read_reddit(
     folder: Path,
     check_images: bool = True,

@@ -72,6 +72,9 @@ class Recipe:
     # A ViralNet arch (e.g. "viralnet-m"): fitted on its ranker's inputs at the initial crops
     # (training/viralnet_table.py), with the ridge probe; cross-validation only.
     viralnet: str = ""
+    # With `viralnet`: "probe" appends ViralNet-C's category features g(I), the DANKMEMES
+    # category probe's outputs (training/categories.py), to the ranker's inputs.
+    categories: str = ""
 
 
 def _train_config(recipe: Recipe, seed: int) -> TrainConfig:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -73,3 +74,13 @@ def cached_ranker_inputs(arch: str, paths: Sequence[Path], cache_dir: Path) -> T
     save_file({"inputs": table}, str(path))
     log.info("cached %s ranker inputs of shape %s in %s", arch, tuple(table.shape), path)
     return table
+
+
+def whole_image_features(inputs: Tensor, arch: str) -> np.ndarray:
+    """phi(I), the whole image's GAP, from `cached_ranker_inputs(arch, ...)`: the first of its
+    1 + scales equal blocks (an arch without category features). (1, N, D, 1) -> (N, L)"""
+    config = config_for_arch(arch)
+    if config.categories != "none":
+        raise ValueError(f"{arch} has category features: use its category-free arch")
+    channels = inputs.shape[2] // (1 + config.scales)
+    return inputs[0, :, :channels, 0].double().numpy()
