@@ -61,6 +61,8 @@ VIRALNET_ONLY = (
     "jitter_area",
     "min_crop",
     "warmup_steps",
+    "categories",
+    "category_data",
 )
 # Weight decay means AdamW's decoupled decay for LENA, Adam's L2 term for ViralNet.
 DEFAULT_WEIGHT_DECAY = {"lena": 1e-2, "viralnet": 1e-4}
@@ -163,6 +165,12 @@ class TrainConfig:
     (0: off, the paper's loss)"""
     warmup_steps: NonNegativeInt = 100
     """ViralNet: steps the ranker trains alone before the localisers move"""
+    categories: Literal["imagenet", "probe"] = "imagenet"
+    """ViralNet-C / -MC: the category features, the trunk's ImageNet class scores (imagenet)
+    or a logistic probe of DANKMEMES's category labels fitted beforehand (probe)"""
+    category_data: str = ""
+    """ViralNet --categories probe: the DANKMEMES folder whose labels fit the probe (default:
+    --data, when that is DANKMEMES; its training images only)"""
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -181,6 +189,19 @@ class TrainConfig:
                 f"leave it out, or choose --arch {other}"
             )
         if family == "viralnet":
+            if self.categories == "probe" and not self.arch.endswith("c"):
+                raise ValueError(f"--categories applies to viralnet-c / -mc, not to {self.arch}")
+            if self.category_data and self.categories != "probe":
+                raise ValueError("--category-data is the probe's data: give --categories probe")
+            if (
+                self.categories == "probe"
+                and not self.category_data
+                and self.data_format != "dankmemes"
+            ):
+                raise ValueError(
+                    "--categories probe fits on DANKMEMES's category labels: give "
+                    "--category-data DANKMEMES_FOLDER (or train on --data-format dankmemes)"
+                )
             if self.data_format == "pairs":
                 raise ValueError(f"--arch {self.arch} trains on per-image scores, not on pairs")
             if self.device not in ("auto", "cpu"):

@@ -32,10 +32,14 @@ from torch import Tensor
 from model.checkpoint import Calibration, CheckpointInfo, save_checkpoint
 from model.images import normalise, squash
 from model.viralnet import ViralNet, config_for_arch, level_inits, viralnet_loss
+from training.categories import PROBE_L2, fit_probe
 from training.config import ConfigError, TrainConfig
 from training.data import (
+    DANKMEMES_CATEGORIES,
     DESCRIPTIONS,
     BadImagePolicy,
+    read_dankmemes,
+    read_dankmemes_categories,
     read_data,
     scores_array,
     split_by_image,
@@ -76,7 +80,8 @@ class FitConfig:
     # inputs) by many times loc_lr per step. 0 = from the first step.
     warmup_steps: int = 100
     jitter_area: float = 0.9  # each level is sampled in a random window of this area
-    categories: str = ""  # "" = the arch's default (imagenet for -c / -mc)
+    categories: str = ""  # "" = the arch's default (imagenet for -c / -mc), or "probe"
+    category_data: str = ""  # the probe's DANKMEMES folder ("": data, its training images)
     val_fraction: float = 0.15
     seed: int = 0
 
@@ -165,10 +170,6 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed)
     # -- data: the same reader, split and pair protocol as LENA --------------------------------
     data = Path(cfg.data)
-    if cfg.categories == "probe":
-        # The probe on a data set's category labels (DANKMEMES: Meme, Manipulation, Visual) is
-        # not trained here yet: refuse rather than rank with an all-zero category network.
-        raise ConfigError("categories 'probe' is not implemented yet; use imagenet (the default)")
     images, labelled = read_data(data, cfg.data_format, cfg.on_bad_image)
     if labelled is not None:
         raise ConfigError("ViralNet trains on per-image scores (dankmemes, reddit, scores)")
@@ -177,6 +178,8 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     overrides: dict[str, Any] = {"input_size": cfg.input_size, "crop_size": cfg.crop_size}
     if cfg.categories:
         overrides["categories"] = cfg.categories
+    if cfg.categories == "probe":
+        overrides["category_names"] = list(DANKMEMES_CATEGORIES)
     net = ViralNet(config_for_arch(cfg.arch, cfg.backbone, **overrides), pretrained=True)
     freeze_trunk(net)
     started = time.perf_counter()
@@ -184,6 +187,9 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     val_px = load_pixels([i.path for i in split.val], net.preprocessing.input_size)
     train_cache, val_cache = level_cache(net, train_px), level_cache(net, val_px)
     log.info("decoded and cached %d images in %.0f s", len(images), time.perf_counter() - started)
+    probe_record = None
+    if cfg.categories == "probe":
+        probe_record = fit_category_probe(net, cfg, [i.path for i in split.train], train_cache)
     # -- training: Adam on the localisers and the ranker -------------------------------------
     optimiser = torch.optim.Adam(
         [
@@ -220,11 +226,40 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
         },
         "trunk": "frozen at ImageNet weights",
     }
+    if probe_record is not None:
+        training["category_probe"] = probe_record
     info = CheckpointInfo(
         net.config, net.preprocessing, Calibration.from_scores(predicted), training, metrics
     )
     save_checkpoint(net, info, Path(cfg.out))
     return metrics
+
+
+def fit_category_probe(
+    net: ViralNet, cfg: FitConfig, train_paths: list[Path], train_cache: list[Tensor]
+) -> dict[str, Any]:
+    """ViralNet-C's category network, fitted before the ranker and frozen (section 3.2): the
+    logistic probe of DANKMEMES's category labels on phi(I), from the training images of
+    DANKMEMES data, or from every image of --category-data. Returns what the checkpoint
+    records of it."""
+    if cfg.category_data:
+        root = Path(cfg.category_data)
+        paths = [image.path for image in read_dankmemes(root, on_bad_image="skip")]
+        pixels = load_pixels(paths, net.preprocessing.input_size)
+        whole = level_cache(net, pixels)[0]
+    else:
+        root, paths, whole = Path(cfg.data), train_paths, train_cache[0]
+    labels = read_dankmemes_categories(root, paths)
+    probe = fit_probe(whole.mean(dim=(2, 3)).double().numpy(), labels)
+    net.categories.set_probe(probe.weight.detach().float(), probe.bias.detach().float())
+    log.info("category probe fitted on %d DANKMEMES images (%s)", len(paths), root)
+    return {
+        "categories": list(DANKMEMES_CATEGORIES),
+        "source": root.name,
+        "images": len(paths),
+        "l2": PROBE_L2,
+        "label_rates": [round(float(r), 4) for r in labels.mean(axis=0)],
+    }
 
 
 def fit_config(cfg: TrainConfig) -> FitConfig:
@@ -253,6 +288,8 @@ def fit_config(cfg: TrainConfig) -> FitConfig:
         min_crop=cfg.min_crop,
         warmup_steps=cfg.warmup_steps,
         jitter_area=cfg.jitter_area,
+        categories=cfg.categories if cfg.arch.endswith("c") else "",
+        category_data=cfg.category_data,
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,
     )

@@ -7,17 +7,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from model.checkpoint import load_network
 from model.viralnet import ViralNet
+from training.categories import fit_probe
+from training.data import read_dankmemes_categories
 from training.train import main as train_main
 from training.viralnet import main as viralnet_main
 from training.viralnet_fit import FitConfig, fit, level_cache, load_pixels, predict
 
-from .tiny_runs import write_dataset
+from .tiny_runs import bright_squares, write_dataset
 
 
 def test_cli_trains_and_writes_a_checkpoint_that_scores_the_same(tmp_path: Path) -> None:
@@ -92,3 +95,64 @@ def test_the_localisers_move_once_the_warm_up_is_over(tmp_path: Path) -> None:
     """A warm-up of 3 of the 4 steps: the fourth, in the second epoch, moves them."""
     trained, initial = trained_and_initial(tmp_path, warmup_steps=3)
     assert not torch.equal(trained.localisers[0].out.weight, initial.localisers[0].out.weight)
+
+
+def write_dankmemes(folder: Path, n: int = 24) -> Path:
+    """The DANKMEMES layout (labels.csv + images/) over bright_squares: "meme" is planted (the
+    brighter half), the other two categories alternate."""
+    images, scores = bright_squares(n, seed=3)
+    (folder / "images").mkdir(parents=True)
+    median = np.median(scores)
+    lines = ["File,Engagement,Date,Manipulation,Visual,Text,Meme"]
+    for i, (img, score) in enumerate(zip(images.numpy(), scores, strict=True)):
+        cv2.imwrite(str(folder / "images" / f"{i}.png"), img)
+        people = "Rossi" if i % 3 == 0 else "0"
+        lines.append(f"{i}.png,{int(score)},2020-01-01,{i % 2},{people},,{int(score > median)}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_viralnet_mc_fits_its_category_probe_on_the_training_images_first(
+    tmp_path: Path,
+) -> None:
+    data = write_dankmemes(tmp_path / "dank")
+    out = tmp_path / "run"
+    train_main(
+        [
+            "--arch", "viralnet-mc", "--categories", "probe", "--backbone", "tiny",
+            "--data", str(data), "--data-format", "dankmemes", "--out", str(out),
+            "--input-size", "64", "--crop-size", "32", "--epochs", "1",
+            "--pairs-per-epoch", "16", "--batch-pairs", "8", "--val-fraction", "0.25",
+        ]
+    )  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    record = config["training"]["category_probe"]
+    train_names = config["training"]["data"]["split"]["train"]
+    assert record["images"] == len(train_names) == 18  # not the 6 validation images
+    assert record["categories"] == ["meme", "manipulation", "people"]
+    net, _ = load_network(out)
+    assert isinstance(net, ViralNet)
+    assert net.config.categories == "probe"
+    # The frozen probe is what a probe fitted on those images' own labels and features gives.
+    train = [data / "images" / name for name in train_names]
+    pixels = load_pixels(train, 64)
+    phi = level_cache(net, pixels)[0].mean(dim=(2, 3)).double().numpy()
+    expected = fit_probe(phi, read_dankmemes_categories(data, train))
+    torch.testing.assert_close(
+        net.categories.class_weight, expected.weight.float(), rtol=1e-3, atol=1e-4
+    )
+    # It learnt the planted category: the training images' meme probabilities follow it.
+    g = net.categories(torch.from_numpy(phi).float())[:, 0].numpy()
+    meme = read_dankmemes_categories(data, train)[:, 0]
+    assert g[meme == 1].mean() > 0.7 > 0.3 > g[meme == 0].mean()
+
+
+def test_the_category_probe_needs_a_c_arch_and_dankmemes_labels(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    with pytest.raises(SystemExit, match="--categories applies to viralnet-c / -mc"):
+        train_main(["--arch", "viralnet-m", "--categories", "probe", "--data", missing])
+    with pytest.raises(SystemExit, match="--category-data DANKMEMES_FOLDER"):
+        train_main(
+            ["--arch", "viralnet-mc", "--categories", "probe", "--data", missing,
+             "--data-format", "reddit"]
+        )  # fmt: skip
