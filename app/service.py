@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -191,6 +192,7 @@ class Service:
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Service:
         """Load the checkpoint and warm it up, off the event loop; then admit requests."""
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         engine = await asyncio.to_thread(Engine.from_settings, settings)
         warm_rate = await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
         service = cls(settings, engine, metrics, warm_rate)

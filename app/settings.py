@@ -20,6 +20,16 @@ def _cpu_count() -> int:
         return os.cpu_count() or 4
 
 
+def _default_decode_threads(device: str) -> int:
+    """Every core decodes for a GPU; on the CPU the forward pass's OpenMP threads lose more to
+    a decoding thread on their core than decoding gains (on 2 cores, 1 decoding thread served
+    11-15% more images/s than 2 at every concurrency: bench/RESULTS.md)."""
+    import torch  # the app imports it anyway; settings alone need not
+
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return _cpu_count() if on_cuda else max(1, _cpu_count() // 2)
+
+
 class Settings(BaseSettings):
     """Every knob of the service; each field is `VIRALIENCY_<NAME>` in the environment."""
 
@@ -128,13 +138,24 @@ class Settings(BaseSettings):
         default=32, ge=1, description="Images a key may send at once before rate_limit applies."
     )
     decode_threads: int = Field(
-        default_factory=_cpu_count, ge=1, description="Threads decoding and resizing uploads."
+        default_factory=lambda data: _default_decode_threads(data["device"]),
+        ge=1,
+        description="Threads decoding and resizing uploads. Default: the CPU count when the "
+        "network runs on CUDA; half of it (at least 1) on the CPU, where the forward pass's "
+        "threads need the cores (bench/RESULTS.md, thread split).",
     )
     torch_threads: int = Field(
         default=0,
         ge=0,
         description="Intra-op threads of the CPU forward pass (torch.set_num_threads); "
         "0 keeps torch's default (the CPU count).",
+    )
+    gil_switch_interval_ms: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a thread holding the GIL keeps it while another waits "
+        "(sys.setswitchinterval). The forward pass takes the GIL back after every torch op, "
+        "and waits this long each time the event loop or a decode thread holds it.",
     )
     cpu_memory_format: Literal["channels_last", "contiguous"] = Field(
         default="channels_last",
