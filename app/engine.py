@@ -198,6 +198,26 @@ class Engine:
         assert transforms is not None
         return np.asarray(transforms[0].float().cpu().numpy(), dtype=np.float32)
 
+    def batch_rates(self, largest: int) -> dict[int, float]:
+        """Images/s of one forward pass at batch sizes 1, 2, 4, ... and `largest` (the best of
+        two runs each), stopping once two sizes in a row are 10% slower than the best so far:
+        on the CPU a batch whose activations outgrow the caches scores fewer images/s."""
+        blank = np.full((self.input_size, self.input_size, 3), 127, dtype=np.uint8)
+        self.predict([blank])  # one-time set-up costs land here
+        rates: dict[int, float] = {}
+        behind = 0
+        for size in buckets(largest):
+            seconds = []
+            for _ in range(2):
+                started = time.perf_counter()
+                self.predict([blank] * size)
+                seconds.append(time.perf_counter() - started)
+            rates[size] = size / max(min(seconds), 1e-9)
+            behind = behind + 1 if rates[size] < 0.9 * max(rates.values()) else 0
+            if behind == 2:
+                break
+        return rates
+
     def warm_up(self, batch_size: int) -> float:
         """Run dummy batches (1, then the largest) so the first request pays no set-up costs;
         returns the images/s of the largest one, the service-rate estimate before any request."""
@@ -220,6 +240,12 @@ class Engine:
             },
         )
         return rate
+
+
+def choose_batch_size(rates: Mapping[int, float], slack: float = 0.05) -> int:
+    """The smallest measured batch size within `slack` of the best images/s."""
+    best = max(rates.values())
+    return min(size for size, rate in rates.items() if rate >= (1 - slack) * best)
 
 
 def _device_name(device: torch.device) -> str:

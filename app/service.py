@@ -28,7 +28,7 @@ from typing import ParamSpec, TypeVar
 
 from app.batching import Batcher, QueueFullError, Reservation, ShuttingDownError
 from app.budget import BudgetExceededError, ByteBudget
-from app.engine import Engine, Prediction, ViraliencyMap
+from app.engine import Engine, Prediction, ViraliencyMap, choose_batch_size
 from app.errors import ApiError
 from app.gpu_decode import GpuDecodeStage, use_gpu_decode
 from app.images import Prepared, prepare
@@ -156,15 +156,21 @@ def _prepare_upload(upload: Upload, max_pixels: int, size: int) -> tuple[str, Pr
 
 class Service:
     def __init__(
-        self, settings: Settings, engine: Engine, metrics: Metrics, warm_rate: float
+        self,
+        settings: Settings,
+        engine: Engine,
+        metrics: Metrics,
+        warm_rate: float,
+        batch_size: int | None = None,
     ) -> None:
+        """`batch_size`: the largest batch (default: settings.max_batch_size)."""
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
         self.rate = ServiceRate(warm_rate)
         self.batcher: Batcher[Prepared, Prediction] = Batcher(
             self.forward,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=batch_size or settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_pending=settings.max_queued_images,
             on_batch=lambda images, _: metrics.batch_size.observe(images),
@@ -194,8 +200,20 @@ class Service:
         """Load the checkpoint and warm it up, off the event loop; then admit requests."""
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         engine = await asyncio.to_thread(Engine.from_settings, settings)
-        warm_rate = await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
-        service = cls(settings, engine, metrics, warm_rate)
+        batch_size = settings.max_batch_size
+        if engine.device.type == "cpu" and settings.cpu_batch_sizing:
+            rates = await asyncio.to_thread(engine.batch_rates, settings.max_batch_size)
+            batch_size = choose_batch_size(rates)
+            log.info(
+                "batch size chosen",
+                extra={
+                    "event": "batch_size_chosen",
+                    "batch_size": batch_size,
+                    "images_per_s": {str(k): round(v, 3) for k, v in rates.items()},
+                },
+            )
+        warm_rate = await asyncio.to_thread(engine.warm_up, batch_size)
+        service = cls(settings, engine, metrics, warm_rate, batch_size)
         service.batcher.start()
         if service.gpu_decode is not None:
             service.gpu_decode.start()

@@ -88,6 +88,8 @@ def settings_for(served_checkpoint: Path) -> Callable[..., Settings]:
             "checkpoint": served_checkpoint,
             "device": "cpu",
             "max_batch_size": 8,
+            # Batches as the tests set them, not capped by start-up timings (which vary).
+            "cpu_batch_sizing": False,
             "max_wait_ms": 2.0,
             "decode_threads": 2,
             "shutdown_timeout_s": 5.0,

@@ -23,6 +23,7 @@ IMAGES = [jpeg(seed=s) for s in range(8)]  # few distinct images: the heatmap st
 PER_REQUEST = 4
 SETTINGS = {
     "max_batch_size": "16",
+    "cpu_batch_sizing": "false",
     "decode_threads": "2",
     "request_deadline_s": "5",
     "log_level": "warning",

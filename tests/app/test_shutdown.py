@@ -25,6 +25,7 @@ def server(served_checkpoint: Path, tmp_path: Path) -> Iterator[Server]:
         served_checkpoint,
         tmp_path,
         max_batch_size="16",
+        cpu_batch_sizing="false",
         max_wait_ms="1500",
         batch_close_when_idle="false",  # hold the first batch open for 1.5 s
         decode_threads="2",
