@@ -170,8 +170,8 @@ class Settings(BaseSettings):
     cpu_batch_sizing: bool = Field(
         default=True,
         description="On the CPU, time the forward pass at start-up at batch sizes 1, 2, 4, ... "
-        "up to max_batch_size and batch no larger than the smallest size within 5% of the "
-        "best images/s (on 2 cores a 448 px batch of 8 scores 30% fewer images/s than one "
+        "up to max_batch_size and batch no larger than the smallest size within 10% of the "
+        "best images/s (on 2 cores a 448 px batch of 4 scores 14% fewer images/s than one "
         "image at a time). No effect on CUDA.",
     )
     cuda_precision: CudaPrecision = Field(

@@ -18,11 +18,12 @@ from .helpers import Serve
     ("rates", "chosen"),
     [
         ({1: 7.6, 2: 6.2, 4: 6.1}, 1),  # 448 px on 2 cores: batching only costs
-        ({1: 27.0, 2: 40.0, 4: 50.0, 8: 52.0, 16: 51.0}, 4),  # 50 is within 5% of 52
+        ({1: 27.0, 2: 40.0, 4: 50.0, 8: 52.0, 16: 51.0}, 4),  # 50 is within 10% of 52, 40 is not
         ({1: 10.0, 2: 20.0, 4: 40.0, 8: 80.0}, 8),
+        ({1: 27.1, 2: 28.2, 4: 32.3, 8: 32.0, 16: 30.0}, 4),  # flat from 4: not 16
     ],
 )
-def test_the_smallest_batch_within_five_percent_of_the_best_is_chosen(
+def test_the_smallest_batch_within_ten_percent_of_the_best_is_chosen(
     rates: dict[int, float], chosen: int
 ) -> None:
     assert choose_batch_size(rates) == chosen
