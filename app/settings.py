@@ -24,9 +24,12 @@ def _default_decode_threads(device: str) -> int:
     """Every core decodes for a GPU; on the CPU the forward pass's OpenMP threads lose more to
     a decoding thread on their core than decoding gains (on 2 cores, 1 decoding thread served
     11-15% more images/s than 2 at every concurrency: bench/RESULTS.md)."""
-    import torch  # the app imports it anyway; settings alone need not
+    from model.devices import DeviceError, resolve_device  # imports torch: only when needed
 
-    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    try:
+        on_cuda = resolve_device(device).type == "cuda"
+    except DeviceError:  # a CUDA device this machine lacks: loading the engine says so
+        on_cuda = True
     return _cpu_count() if on_cuda else max(1, _cpu_count() // 2)
 
 
