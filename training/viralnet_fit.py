@@ -92,12 +92,16 @@ def load_pixels(paths: list[Path], size: int) -> Tensor:
 
 
 @torch.no_grad()
-def level_cache(net: ViralNet, pixels: Tensor, batch: int = 32) -> list[Tensor]:
-    """trunk(I_k) for every image and level, computed once (the trunk is frozen)."""
-    parts: list[list[Tensor]] = [[] for _ in range(net.config.scales)]
+def level_cache(
+    net: ViralNet, pixels: Tensor, batch: int = 32, levels: int | None = None
+) -> list[Tensor]:
+    """trunk(I_k) for every image and each of the first `levels` pyramid levels (default: all),
+    computed once (the trunk is frozen)."""
+    count = net.config.scales if levels is None else levels
+    parts: list[list[Tensor]] = [[] for _ in range(count)]
     for start in range(0, len(pixels), batch):
         x = normalise(pixels[start : start + batch], net.preprocessing)
-        for k, f in enumerate(net.level_features(net.pyramid(x))):
+        for k, f in enumerate(net.level_features(net.pyramid(x)[:count])):
             parts[k].append(f)
     return [torch.cat(p) for p in parts]
 
@@ -246,7 +250,7 @@ def fit_category_probe(
         root = Path(cfg.category_data)
         paths = [image.path for image in read_dankmemes(root, on_bad_image="skip")]
         pixels = load_pixels(paths, net.preprocessing.input_size)
-        whole = level_cache(net, pixels)[0]
+        [whole] = level_cache(net, pixels, levels=1)  # phi(I) needs the whole image only
     else:
         root, paths, whole = Path(cfg.data), train_paths, train_cache[0]
     labels = read_dankmemes_categories(root, paths)

@@ -156,3 +156,29 @@ def test_the_category_probe_needs_a_c_arch_and_dankmemes_labels(tmp_path: Path) 
             ["--arch", "viralnet-mc", "--categories", "probe", "--data", missing,
              "--data-format", "reddit"]
         )  # fmt: skip
+
+
+def test_other_data_gets_the_probe_fitted_on_every_image_of_category_data(
+    tmp_path: Path,
+) -> None:
+    dank = write_dankmemes(tmp_path / "dank")
+    data = write_dataset(tmp_path / "data", n=24)
+    out = tmp_path / "run"
+    train_main(
+        [
+            "--arch", "viralnet-mc", "--categories", "probe", "--category-data", str(dank),
+            "--backbone", "tiny", "--data", str(data), "--data-format", "scores",
+            "--out", str(out), "--input-size", "64", "--crop-size", "32", "--epochs", "1",
+            "--pairs-per-epoch", "16", "--batch-pairs", "8", "--val-fraction", "0.25",
+        ]
+    )  # fmt: skip
+    record = json.loads((out / "config.json").read_text())["training"]["category_probe"]
+    assert (record["source"], record["images"]) == ("dank", 24)
+    net, _ = load_network(out)
+    assert isinstance(net, ViralNet)
+    paths = sorted((dank / "images").iterdir())
+    phi = level_cache(net, load_pixels(paths, 64))[0].mean(dim=(2, 3)).double().numpy()
+    expected = fit_probe(phi, read_dankmemes_categories(dank, paths))
+    torch.testing.assert_close(
+        net.categories.class_weight, expected.weight.float(), rtol=1e-3, atol=1e-4
+    )
