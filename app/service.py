@@ -32,6 +32,7 @@ from app.engine import Engine, Prediction, ViraliencyMap, choose_batch_size
 from app.errors import ApiError
 from app.gpu_decode import GpuDecodeStage, use_gpu_decode
 from app.images import Prepared, prepare
+from app.inference_process import EngineProcess, Forward
 from app.metrics import Metrics
 from app.rate import ServiceRate
 from app.settings import Settings
@@ -162,10 +163,13 @@ class Service:
         metrics: Metrics,
         warm_rate: float,
         batch_size: int | None = None,
+        runner: Forward | None = None,
     ) -> None:
-        """`batch_size`: the largest batch (default: settings.max_batch_size)."""
+        """`batch_size`: the largest batch (default: settings.max_batch_size); `runner`: what
+        runs the batches (default: `engine` itself; an EngineProcess in its own process)."""
         self.settings = settings
         self.engine = engine
+        self.runner: Forward = engine if runner is None else runner
         self.metrics = metrics
         self.rate = ServiceRate(warm_rate)
         self.batcher: Batcher[Prepared, Prediction] = Batcher(
@@ -199,12 +203,20 @@ class Service:
     async def start(cls, settings: Settings, metrics: Metrics) -> Service:
         """Load the checkpoint and warm it up, off the event loop; then admit requests."""
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-        engine = await asyncio.to_thread(Engine.from_settings, settings)
+        runner: Forward
+        if settings.inference_process:
+            # The batches run in the child; this copy only crops /regions (one thread, eager).
+            local = settings.model_copy(update={"torch_threads": 1, "cuda_graphs": False})
+            engine = await asyncio.to_thread(Engine.from_settings, local)
+            runner = await asyncio.to_thread(EngineProcess, settings)
+        else:
+            engine = await asyncio.to_thread(Engine.from_settings, settings)
+            runner = engine
         batch_size = settings.max_batch_size
         if engine.device.type == "cpu" and settings.cpu_batch_sizing:
             # Timing each batch size warms the network up too: the chosen size's images/s is
             # the rate estimate before any request, as warm_up's would be.
-            rates = await asyncio.to_thread(engine.batch_rates, settings.max_batch_size)
+            rates = await asyncio.to_thread(runner.batch_rates, settings.max_batch_size)
             batch_size = choose_batch_size(rates)
             warm_rate = rates[batch_size]
             log.info(
@@ -216,8 +228,8 @@ class Service:
                 },
             )
         else:
-            warm_rate = await asyncio.to_thread(engine.warm_up, batch_size)
-        service = cls(settings, engine, metrics, warm_rate, batch_size)
+            warm_rate = await asyncio.to_thread(runner.warm_up, batch_size)
+        service = cls(settings, engine, metrics, warm_rate, batch_size, runner)
         service.batcher.start()
         if service.gpu_decode is not None:
             service.gpu_decode.start()
@@ -233,6 +245,8 @@ class Service:
         if self.gpu_decode is not None:  # after the drain: admitted images still decode here
             await asyncio.to_thread(self.gpu_decode.stop, self.settings.shutdown_timeout_s)
         await asyncio.to_thread(self.decoder.shutdown, wait=True, cancel_futures=True)
+        if isinstance(self.runner, EngineProcess):
+            await asyncio.to_thread(self.runner.close, self.settings.shutdown_timeout_s)
         await self.store.close()
         log.info(
             "stopped",
@@ -255,7 +269,7 @@ class Service:
 
     def forward(self, prepared: list[Prepared]) -> list[Prediction]:
         """The forward stage, on the batcher's worker thread: one batch through the network."""
-        return self.engine.predict([p.pixels for p in prepared])
+        return self.runner.predict([p.pixels for p in prepared])
 
     async def in_pool(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run blocking work (decoding, rendering, encoding) on the decoding threads."""

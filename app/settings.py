@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         "(sys.setswitchinterval). The forward pass takes the GIL back after every torch op, "
         "and waits this long each time the event loop or a decode thread holds it.",
     )
+    inference_process: bool = Field(
+        default=False,
+        description="Run the forward pass in a child process of its own (LitServe's layout): "
+        "its torch ops never wait for the HTTP process's GIL. The HTTP process keeps "
+        "admission, decoding, metrics and the heatmap store.",
+    )
     cpu_memory_format: Literal["channels_last", "contiguous"] = Field(
         default="channels_last",
         description="Memory layout of the network's weights and input on the CPU: "
