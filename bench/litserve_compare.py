@@ -63,7 +63,8 @@ class LitServeServer(Server):
         self.ready_path = "/health"
 
 
-def ours(args: argparse.Namespace, log_path: Path) -> Server:
+def ours(args: argparse.Namespace, log_path: Path, extra: list[str] | None = None) -> Server:
+    """Our service with the script's settings, then --env, then `extra` (a variant's)."""
     settings = {
         "VIRALIENCY_CHECKPOINT": str(Path(args.checkpoint).resolve()),
         "VIRALIENCY_DEVICE": "cpu",
@@ -71,7 +72,7 @@ def ours(args: argparse.Namespace, log_path: Path) -> Server:
         "VIRALIENCY_MAX_WAIT_MS": str(args.max_wait_ms),
         "VIRALIENCY_LOG_LEVEL": args.log_level,
     }
-    for pair in args.env:
+    for pair in [*args.env, *(extra or [])]:
         key, _, value = pair.partition("=")
         settings[key] = value
     return Server(settings, log_path, args.ours_root.resolve())
@@ -102,7 +103,14 @@ async def one_run(
         await server.wait_ready(args.startup_timeout)
         for concurrency in args.concurrency:
             level = await run_level(
-                server.url, name, concurrency, jpegs, args.duration, 0, args.clients
+                server.url,
+                name,
+                concurrency,
+                jpegs,
+                args.duration,
+                0,
+                args.clients,
+                honour_retry_after=not args.ignore_retry_after,
             )
             print(level.row(), file=sys.stderr, flush=True)
             levels.append(level)
@@ -119,29 +127,39 @@ async def compare(args: argparse.Namespace) -> str:
     jpegs = make_jpegs(args.images)
     direct = in_process_ms(Path(args.checkpoint), jpegs, args.direct_reps)
     print(f"in-process decode + forward, median: {direct:.1f} ms", file=sys.stderr)
-    results: dict[str, list[list[Level]]] = {"ours": [], "litserve": []}
+    names = ["ours", *(["variant"] if args.variant else []), "litserve"]
+    results: dict[str, list[list[Level]]] = {name: [] for name in names}
     loads = [load_average()]
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            order = ["ours", "litserve"] if round_ % 2 == 0 else ["litserve", "ours"]
+            order = names if round_ % 2 == 0 else names[::-1]
             for name in order:
                 log = Path(tmp) / f"{name}-{round_}.log"
-                server = ours(args, log) if name == "ours" else LitServeServer(args, log)
+                if name == "litserve":
+                    server: Server = LitServeServer(args, log)
+                else:
+                    server = ours(args, log, args.variant if name == "variant" else None)
                 results[name].append(await one_run(server, name, args, jpegs))
                 loads.append(load_average())
     return table(args, results, direct, loads)
 
 
+def show(values: list[float], digits: int = 0) -> str:
+    return " / ".join(f"{v:.{digits}f}" for v in values)
+
+
 def table(
     args: argparse.Namespace, results: dict[str, list[list[Level]]], direct: float, loads: list[str]
 ) -> str:
+    ours_names = [n for n in results if n != "litserve"]
+    label = {"ours": "ours", "variant": f"ours with {' '.join(args.variant or [])}"}
     lines = [
         f"in-process decode + forward (median of {args.direct_reps}): {direct:.1f} ms; "
         f"load average (1/5/15 min) before and after each server run: {' -> '.join(loads)}",
         "",
-        "| concurrency | ours images/s (per round) | LitServe images/s (per round) | ratio | "
-        "ours p50 ms | LitServe p50 ms |",
-        "| ---: | --- | --- | ---: | --- | --- |",
+        "| server | concurrency | images/s (per round) | LitServe images/s (per round) | ratio | "
+        "p50 ms | LitServe p50 ms | failed |",
+        "| --- | ---: | --- | --- | ---: | --- | --- | ---: |",
     ]
     for k, concurrency in enumerate(args.concurrency):
         rates = {n: [r[k].images / r[k].seconds for r in runs] for n, runs in results.items()}
@@ -150,15 +168,14 @@ def table(
             for n, runs in results.items()
         }
         peer = statistics.mean(rates["litserve"])
-        ratio = f"{statistics.mean(rates['ours']) / peer:.2f}" if peer > 0 else "n/a"
-
-        def show(values: list[float], digits: int = 0) -> str:
-            return " / ".join(f"{v:.{digits}f}" for v in values)
-
-        lines.append(
-            f"| {concurrency} | {show(rates['ours'], 1)} | {show(rates['litserve'], 1)} | "
-            f"{ratio} | {show(p50['ours'], 1)} | {show(p50['litserve'], 1)} |"
-        )
+        for name in ours_names:
+            ratio = f"{statistics.mean(rates[name]) / peer:.2f}" if peer > 0 else "n/a"
+            failed = sum(run[k].errors for run in results[name])
+            lines.append(
+                f"| {label[name]} | {concurrency} | {show(rates[name], 1)} | "
+                f"{show(rates['litserve'], 1)} | {ratio} | {show(p50[name], 1)} | "
+                f"{show(p50['litserve'], 1)} | {failed} |"
+            )
     errors = sum(level.errors for runs in results.values() for run in runs for level in run)
     lines.append(f"\nfailed requests: {errors}")
     return "\n".join(lines)
@@ -178,6 +195,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--log-level", default="info", help="our VIRALIENCY_LOG_LEVEL")
     parser.add_argument(
         "--env", nargs="*", default=[], help="more VIRALIENCY_X=value settings for our server"
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        metavar="VIRALIENCY_X=value",
+        help="also serve ours with these settings (after --env), in the same rounds, with "
+        "its own ratio: a layout or setting against today's default, side by side",
+    )
+    parser.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="clients resend at once after a 503 instead of waiting its Retry-After",
     )
     parser.add_argument("--images", type=int, default=32, help="distinct JPEGs to cycle through")
     parser.add_argument("--direct-reps", type=int, default=100)

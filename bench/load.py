@@ -161,12 +161,18 @@ Driven = tuple[list[float], int, float, float]  # latencies (ms), errors, began,
 
 
 async def drive(
-    url: str, concurrency: int, jpegs: list[bytes], stop_at: float, max_requests: int
+    url: str,
+    concurrency: int,
+    jpegs: list[bytes],
+    stop_at: float,
+    max_requests: int,
+    honour_retry_after: bool = True,
 ) -> Driven:
     """`concurrency` requests in flight until `stop_at` (time.time()): latencies, errors, and
     the wall-clock window they were measured in (after warming up). A client refused with 503
     waits its `Retry-After` (within the window) before its next request, as an HTTP client
-    should; a generator that retried at once would measure how fast a server can refuse."""
+    should; a generator that retried at once would measure how fast a server can refuse
+    (`honour_retry_after=False` does, to measure a retry storm)."""
     limits = httpx.Limits(
         max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1
     )
@@ -191,7 +197,7 @@ async def drive(
                         "/score", files=[("images", ("bench.jpg", data, "image/jpeg"))]
                     )
                     ok = response.status_code == 200
-                    if response.status_code == 503:
+                    if response.status_code == 503 and honour_retry_after:
                         retry_after = float(response.headers.get("Retry-After", 0) or 0)
                 except httpx.HTTPError:
                     ok = False
@@ -208,9 +214,14 @@ async def drive(
 
 
 def drive_in_process(
-    url: str, concurrency: int, jpegs: list[bytes], stop_at: float, max_requests: int
+    url: str,
+    concurrency: int,
+    jpegs: list[bytes],
+    stop_at: float,
+    max_requests: int,
+    honour_retry_after: bool = True,
 ) -> Driven:
-    return asyncio.run(drive(url, concurrency, jpegs, stop_at, max_requests))
+    return asyncio.run(drive(url, concurrency, jpegs, stop_at, max_requests, honour_retry_after))
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -227,6 +238,7 @@ async def run_level(
     duration: float,
     max_requests: int,
     clients: int,
+    honour_retry_after: bool = True,
 ) -> Level:
     async with httpx.AsyncClient(base_url=url) as client:
         count0, sum0 = await batch_stats(client)
@@ -235,7 +247,8 @@ async def run_level(
     shares = split(concurrency, clients)
     caps = split(max_requests, len(shares)) if max_requests > 0 else [0] * len(shares)
     if len(shares) == 1:
-        results = [await drive(url, concurrency, jpegs, time.time() + duration, max_requests)]
+        stop_at = time.time() + duration
+        results = [await drive(url, concurrency, jpegs, stop_at, max_requests, honour_retry_after)]
     else:
         stop_at = time.time() + duration + 2.0  # client processes need a moment to start
         context = multiprocessing.get_context("spawn")
@@ -243,7 +256,16 @@ async def run_level(
         with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
             results = await asyncio.gather(
                 *(
-                    loop.run_in_executor(pool, drive_in_process, url, n, jpegs, stop_at, cap)
+                    loop.run_in_executor(
+                        pool,
+                        drive_in_process,
+                        url,
+                        n,
+                        jpegs,
+                        stop_at,
+                        cap,
+                        honour_retry_after,
+                    )
                     for n, cap in zip(shares, caps, strict=True)
                 )
             )
