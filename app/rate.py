@@ -12,13 +12,6 @@ so a long batch counts for more than a short one, and the estimate follows the l
 seconds of work whatever the batch sizes. Before the first batch (cold start) it is the rate
 measured at warm-up; the first batch's sample replaces it (w = 1). The wait of a request
 whose images would have `ahead` images before them (its own included) is ahead / rate.
-
-The estimate never falls below `floor` x the highest estimate reached since start: refusing
-costs CPU too, and clients that ignore Retry-After and resend at once can take enough of it
-that the measured rate falls, admission refuses more, and the service ends up refusing nearly
-everything (bench/RESULTS.md, "A retry storm"). What the path has already delivered bounds
-how far the estimate believes it has fallen; a device that really slows down past that is
-caught by the request deadline (504) instead of by admission.
 """
 
 from __future__ import annotations
@@ -30,21 +23,17 @@ import threading
 class ServiceRate:
     """Images per second, as an EWMA over busy time; safe to read and update from any thread."""
 
-    def __init__(self, initial: float, tau_s: float = 2.0, floor: float = 0.0) -> None:
+    def __init__(self, initial: float, tau_s: float = 2.0) -> None:
         if not initial > 0:
             raise ValueError(f"the initial rate must be positive, got {initial}")
-        if not 0.0 <= floor <= 1.0:
-            raise ValueError(f"the floor is a fraction of the peak rate, got {floor}")
         self._rate = initial
         self.tau_s = tau_s
-        self.floor = floor
-        self.peak = 0.0  # highest measured estimate (the warm-up rate does not count)
         self.batches = 0
         self._lock = threading.Lock()
 
     @property
     def images_per_s(self) -> float:
-        return max(self._rate, self.floor * self.peak)
+        return self._rate
 
     def observe(self, images: int, seconds: float) -> None:
         """Fold in one batch of `images` that took `seconds` on the device."""
@@ -54,9 +43,8 @@ class ServiceRate:
         weight = 1.0 if self.batches == 0 else 1.0 - math.exp(-seconds / self.tau_s)
         with self._lock:
             self._rate += weight * (images / seconds - self._rate)
-            self.peak = max(self.peak, self._rate)
             self.batches += 1
 
     def wait_s(self, ahead: int) -> float:
         """Seconds until `ahead` more images are scored at the current rate."""
-        return ahead / self.images_per_s
+        return ahead / self._rate

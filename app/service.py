@@ -171,7 +171,7 @@ class Service:
         self.engine = engine
         self.runner: Forward = engine if runner is None else runner
         self.metrics = metrics
-        self.rate = ServiceRate(warm_rate, floor=settings.admission_rate_floor)
+        self.rate = ServiceRate(warm_rate)
         self.batcher: Batcher[Prepared, Prediction] = Batcher(
             self.forward,
             max_batch_size=batch_size or settings.max_batch_size,

@@ -195,14 +195,6 @@ class Settings(BaseSettings):
         "per batch size bucket (powers of two up to max_batch_size; a batch is padded up to "
         "its bucket); off: eager PyTorch. No effect on the CPU.",
     )
-    admission_rate_floor: float = Field(
-        default=0.5,
-        ge=0.0,
-        le=1.0,
-        description="Admission's rate estimate never falls below this fraction of the highest "
-        "rate it has measured since start, so clients that ignore Retry-After cannot drive it "
-        "into refusing nearly everything; 0 turns the floor off.",
-    )
     max_concurrent_renders: int = Field(
         default_factory=lambda data: max(1, data["decode_threads"] - 1),
         ge=1,

@@ -226,29 +226,6 @@ def test_the_rate_follows_the_batches_weighted_by_their_time() -> None:
     assert rate.wait_s(50) == pytest.approx(50 / rate.images_per_s)
 
 
-def test_the_estimate_never_falls_below_its_floor_of_the_peak() -> None:
-    """A retry storm: the path delivered 100 images/s, then refusals took the CPU and it
-    measures 10; with a floor of 0.5 admission still counts on 50, without one on 10."""
-    floored, bare = ServiceRate(1000.0, tau_s=1.0, floor=0.5), ServiceRate(1000.0, tau_s=1.0)
-    for rate in (floored, bare):
-        rate.observe(100, 1.0)
-        for _ in range(30):
-            rate.observe(10, 1.0)
-    assert bare.images_per_s == pytest.approx(10.0, rel=1e-6)
-    assert floored.peak == 100.0
-    assert floored.images_per_s == 50.0
-    assert floored.wait_s(100) == 2.0
-    batcher: Batcher[int, int] = Batcher(
-        doubler, 8, 0.0, max_pending=100, rate=floored, admit_within_s=1.0, clock=lambda: 0
-    )
-    batcher.reserve(1)
-    batcher.reserve(49)  # 50 images: 1 s at the floor
-    with pytest.raises(QueueFullError):
-        batcher.reserve(1)
-    with pytest.raises(ValueError, match="fraction"):
-        ServiceRate(10.0, floor=1.5)
-
-
 def test_each_batch_is_reported_with_its_time_end_to_end() -> None:
     """On a fake clock: work comes in at t=10 to an idle queue, the forward pass moves the
     clock by 1.5 s; the batch took 1.5 s, and the next, queued behind it, 1.5 s more."""
