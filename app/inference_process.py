@@ -3,11 +3,12 @@
     batcher thread --(uint8 batch, pickled over a pipe)--> inference process: Engine.predict
                    <--(Predictions)----------------------
 
-With `VIRALIENCY_INFERENCE_PROCESS` on, the service starts one child process that loads the
-checkpoint with the same settings and runs every batch; the HTTP process keeps admission,
-deadlines, decoding, metrics and the heatmap store, and a copy of the network (one torch
-thread) only for `/regions`. The child's torch ops then never wait for the HTTP process's
-GIL (bench/gil_handoffs.py: 3.8-6.9x slower forward passes beside a busy Python thread).
+With `VIRALIENCY_INFERENCE_PROCESS` on (the default on the CPU), the service starts one child
+process that loads the checkpoint with the same settings and runs every batch; the HTTP
+process keeps admission, deadlines, decoding, metrics and the heatmap store, and a copy of
+the network (one torch thread) only for `/regions`. The child's torch ops then never wait for
+the HTTP process's GIL (bench/gil_handoffs.py: 3.8-6.9x slower forward passes beside a busy
+Python thread). Measured on 2 cores: bench/RESULTS.md, "Process layout".
 
 A child that dies (killed, out of memory) is replaced, and the call it held is tried once
 more in the new one: accepted requests get an answer, never a hang.
@@ -51,7 +52,10 @@ class InferenceProcessError(RuntimeError):
 
 def _serve(conn: Connection, settings: Settings) -> None:
     """The child: load the engine, then answer (method, args) calls until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent drains, then stops us
+    # The parent drains on SIGINT / SIGTERM (a terminal's Ctrl-C reaches the whole process
+    # group), then stops us; if the parent dies, our end of the pipe closes and we exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from app.engine import Engine  # torch is imported here, in the child only
 
     try:

@@ -20,17 +20,21 @@ def _cpu_count() -> int:
         return os.cpu_count() or 4
 
 
+def _on_cuda(device: str) -> bool:
+    """Whether the network will run on CUDA (torch is imported only when this is asked)."""
+    from model.devices import DeviceError, resolve_device
+
+    try:
+        return resolve_device(device).type == "cuda"
+    except DeviceError:  # a CUDA device this machine lacks: loading the engine says so
+        return True
+
+
 def _default_decode_threads(device: str) -> int:
     """Every core decodes for a GPU; on the CPU the forward pass's OpenMP threads lose more to
     a decoding thread on their core than decoding gains (on 2 cores, 1 decoding thread served
     11-15% more images/s than 2 at every concurrency: bench/RESULTS.md)."""
-    from model.devices import DeviceError, resolve_device  # imports torch: only when needed
-
-    try:
-        on_cuda = resolve_device(device).type == "cuda"
-    except DeviceError:  # a CUDA device this machine lacks: loading the engine says so
-        on_cuda = True
-    return _cpu_count() if on_cuda else max(1, _cpu_count() // 2)
+    return _cpu_count() if _on_cuda(device) else max(1, _cpu_count() // 2)
 
 
 class Settings(BaseSettings):
@@ -161,10 +165,12 @@ class Settings(BaseSettings):
         "and waits this long each time the event loop or a decode thread holds it.",
     )
     inference_process: bool = Field(
-        default=False,
+        default_factory=lambda data: not _on_cuda(data["device"]),
         description="Run the forward pass in a child process of its own (LitServe's layout): "
         "its torch ops never wait for the HTTP process's GIL. The HTTP process keeps "
-        "admission, decoding, metrics and the heatmap store.",
+        "admission, decoding, metrics and the heatmap store. Default: on when the network "
+        "runs on the CPU (on 2 cores: +13-18% images/s at concurrency 1, up to +13% at 8 "
+        "and 32; bench/RESULTS.md), off on CUDA (not measured there).",
     )
     cpu_memory_format: Literal["channels_last", "contiguous"] = Field(
         default="channels_last",

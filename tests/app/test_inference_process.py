@@ -35,7 +35,8 @@ async def test_the_child_scores_like_the_network_and_exits_at_shutdown(
     async with serve(inference_process=True) as (app, client):
         runner = app.state.service.runner
         assert isinstance(runner, EngineProcess)
-        assert runner.pid is not None and runner.pid != os.getpid()
+        assert runner.pid is not None
+        assert runner.pid != os.getpid()
         uploads = [jpeg(120, 80, seed=seed) for seed in range(6)]
         responses = await asyncio.gather(
             *(client.post("/score", files=multipart(data)) for data in uploads)
@@ -67,7 +68,8 @@ async def test_a_child_killed_mid_batch_is_replaced_and_the_batch_still_answered
         assert response.status_code == 200, response.text
         (entry,) = response.json()["results"]
         assert entry["score"] == pytest.approx(expected_score(reference, data), abs=1e-4)
-        assert runner.restarts == 1 and runner.pid != first
+        assert runner.restarts == 1
+        assert runner.pid != first
         again = await client.post("/score", files=multipart(jpeg(seed=6)))
         assert again.status_code == 200
         assert runner.restarts == 1
