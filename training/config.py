@@ -204,8 +204,6 @@ class TrainConfig:
                 )
             if self.data_format == "pairs":
                 raise ValueError(f"--arch {self.arch} trains on per-image scores, not on pairs")
-            if self.device not in ("auto", "cpu"):
-                raise ValueError(f"--arch {self.arch} trains on the CPU (its trunk is cached)")
         if self.weight_decay is None:
             self.weight_decay = DEFAULT_WEIGHT_DECAY[family]
         return self

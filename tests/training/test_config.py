@@ -140,12 +140,23 @@ def test_viralnet_fit_receives_the_shared_flags_and_its_own() -> None:
         ),
         (["--crop-size", "64"], "--crop-size applies only to --arch viralnet\\*, not to lena"),
         (["--arch", "viralnet", "--data-format", "pairs"], "per-image scores, not on pairs"),
-        (["--arch", "viralnet", "--device", "cuda"], "trains on the CPU"),
     ],
 )
 def test_a_flag_of_the_other_architecture_is_refused(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(argv)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "cpu", "auto"])
+def test_viralnet_trains_on_any_device_and_its_fit_gets_it(device: str) -> None:
+    """Parsing never looks for the GPU (the fit resolves the device): these parse anywhere."""
+    cfg = parse_args(["--arch", "viralnet-m", "--device", device])
+    assert fit_config(cfg).device == device
+
+
+def test_viralnet_still_refuses_a_malformed_device() -> None:
+    with pytest.raises(ConfigError, match="--device: String should match"):
+        parse_args(["--arch", "viralnet-m", "--device", "gpu:0"])
 
 
 def test_the_record_leaves_out_the_other_architectures_settings() -> None:

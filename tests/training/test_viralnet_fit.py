@@ -1,13 +1,15 @@
 """`viraliency-train --arch viralnet-m` end to end on a small real dataset (tiny trunk): it
 trains the localisers and the ranker only, and writes a checkpoint that rebuilds the same
-network; `python -m training.viralnet` is the same command."""
+network, on the CPU or a CUDA GPU; `python -m training.viralnet` is the same command."""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,7 @@ from training.train import main as train_main
 from training.viralnet import main as viralnet_main
 from training.viralnet_fit import FitConfig, fit, level_cache, load_pixels, predict
 
-from .tiny_runs import bright_squares, write_dataset
+from .tiny_runs import write_dankmemes, write_dataset
 
 
 def test_cli_trains_and_writes_a_checkpoint_that_scores_the_same(tmp_path: Path) -> None:
@@ -58,20 +60,29 @@ def test_the_old_entry_point_is_the_same_command_with_viralnet_m(tmp_path: Path)
         viralnet_main(["--data", missing, "--arch", "viralnet-mc", "--pooling", "gap"])
 
 
-def trained_and_initial(tmp_path: Path, warmup_steps: int) -> tuple[ViralNet, ViralNet]:
-    """One epoch of 2 steps on a tiny ViralNet, and the network fit started from."""
+def tiny_fit(tmp_path: Path, **changes: object) -> FitConfig:
+    """Two epochs of 2 steps of a tiny ViralNet on 24 images (18 train, 6 validation)."""
     data = write_dataset(tmp_path / "data", n=24)
     cfg = FitConfig(
         arch="viralnet", backbone="tiny", data=str(data), data_format="scores",
         out=str(tmp_path / "run"), input_size=64, crop_size=32, epochs=2, pairs_per_epoch=16,
-        batch_pairs=8, loc_lr=1e-2, warmup_steps=warmup_steps,
+        batch_pairs=8, loc_lr=1e-2,
     )  # fmt: skip
+    return replace(cfg, **changes)  # type: ignore[arg-type]
+
+
+def initial_network(trained: ViralNet, seed: int) -> ViralNet:
+    torch.manual_seed(seed)
+    return ViralNet(trained.config, pretrained=True)  # as fit builds it, from the same seed
+
+
+def trained_and_initial(tmp_path: Path, warmup_steps: int) -> tuple[ViralNet, ViralNet]:
+    """One epoch of 2 steps on a tiny ViralNet, and the network fit started from."""
+    cfg = tiny_fit(tmp_path, warmup_steps=warmup_steps)
     fit(cfg)
     trained, _ = load_network(Path(cfg.out))
     assert isinstance(trained, ViralNet)
-    torch.manual_seed(cfg.seed)
-    initial = ViralNet(trained.config, pretrained=True)  # as fit builds it, from the same seed
-    return trained, initial
+    return trained, initial_network(trained, cfg.seed)
 
 
 def test_a_training_epoch_moves_only_localisers_and_ranker(tmp_path: Path) -> None:
@@ -95,21 +106,6 @@ def test_the_localisers_move_once_the_warm_up_is_over(tmp_path: Path) -> None:
     """A warm-up of 3 of the 4 steps: the fourth, in the second epoch, moves them."""
     trained, initial = trained_and_initial(tmp_path, warmup_steps=3)
     assert not torch.equal(trained.localisers[0].out.weight, initial.localisers[0].out.weight)
-
-
-def write_dankmemes(folder: Path, n: int = 24) -> Path:
-    """The DANKMEMES layout (labels.csv + images/) over bright_squares: "meme" is planted (the
-    brighter half), the other two categories alternate."""
-    images, scores = bright_squares(n, seed=3)
-    (folder / "images").mkdir(parents=True)
-    median = np.median(scores)
-    lines = ["File,Engagement,Date,Manipulation,Visual,Text,Meme"]
-    for i, (img, score) in enumerate(zip(images.numpy(), scores, strict=True)):
-        cv2.imwrite(str(folder / "images" / f"{i}.png"), img)
-        people = "Rossi" if i % 3 == 0 else "0"
-        lines.append(f"{i}.png,{int(score)},2020-01-01,{i % 2},{people},,{int(score > median)}")
-    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def test_viralnet_mc_fits_its_category_probe_on_the_training_images_first(
@@ -182,3 +178,41 @@ def test_other_data_gets_the_probe_fitted_on_every_image_of_category_data(
     torch.testing.assert_close(
         net.categories.class_weight, expected.weight.float(), rtol=1e-3, atol=1e-4
     )
+
+
+def without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
+    history = [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]]
+    return {**metrics, "history": history}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="here the default device is the GPU")
+def test_a_cpu_fit_is_the_default_fit_bit_for_bit(tmp_path: Path) -> None:
+    default = tiny_fit(tmp_path, warmup_steps=1, out=str(tmp_path / "default"))
+    on_cpu = replace(default, device="cpu", out=str(tmp_path / "cpu"))
+    assert without_timings(fit(default)) == without_timings(fit(on_cpu))
+    first, _ = load_network(Path(default.out))
+    second, _ = load_network(Path(on_cpu.out))
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, second.state_dict()[name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_fit_trains_and_its_checkpoint_scores_the_same_on_the_cpu(tmp_path: Path) -> None:
+    """Trained under autocast on the GPU; the checkpoint's calibration (the GPU's float32
+    scores of the validation images) matches the CPU's scores of the saved network, within
+    TF32's rounding of the GPU's convolutions."""
+    cfg = tiny_fit(tmp_path, device="cuda", warmup_steps=0)
+    metrics = fit(cfg)
+    history = metrics["history"]
+    assert len(history) == 2
+    assert all(math.isfinite(row["train_loss"]) for row in history)
+    trained, _ = load_network(Path(cfg.out))  # on the CPU
+    assert isinstance(trained, ViralNet)
+    initial = initial_network(trained, cfg.seed)
+    assert not torch.equal(trained.localisers[0].out.weight, initial.localisers[0].out.weight)
+    config = json.loads((Path(cfg.out) / "config.json").read_text())
+    val = [Path(cfg.data).parent / name for name in config["training"]["data"]["split"]["val"]]
+    pixels = load_pixels(val, 64)
+    on_cpu = predict(trained, pixels, level_cache(trained, pixels))
+    quantiles = np.percentile(on_cpu, np.arange(101))
+    np.testing.assert_allclose(config["calibration"]["quantiles"], quantiles, rtol=1e-2, atol=2e-3)

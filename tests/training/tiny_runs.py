@@ -44,6 +44,21 @@ def write_dataset(folder: Path, n: int = 48) -> Path:
     return folder / "scores.csv"
 
 
+def write_dankmemes(folder: Path, n: int = 24) -> Path:
+    """The DANKMEMES layout (labels.csv + images/) over bright_squares: "meme" is planted (the
+    brighter half), the other two categories alternate."""
+    images, scores = bright_squares(n, seed=3)
+    (folder / "images").mkdir(parents=True)
+    median = np.median(scores)
+    lines = ["File,Engagement,Date,Manipulation,Visual,Text,Meme"]
+    for i, (img, score) in enumerate(zip(images.numpy(), scores, strict=True)):
+        cv2.imwrite(str(folder / "images" / f"{i}.png"), img)
+        people = "Rossi" if i % 3 == 0 else "0"
+        lines.append(f"{i}.png,{int(score)},2020-01-01,{i % 2},{people},,{int(score > median)}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def tiny_run(folder: Path, out: Path, **changes: object) -> TrainConfig:
     """A short training run of the tiny backbone on write_dataset's scores.csv."""
     cfg = TrainConfig(
