@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -213,15 +214,9 @@ async def drive(
     return latencies, errors, began, time.time()
 
 
-def drive_in_process(
-    url: str,
-    concurrency: int,
-    jpegs: list[bytes],
-    stop_at: float,
-    max_requests: int,
-    honour_retry_after: bool = True,
-) -> Driven:
-    return asyncio.run(drive(url, concurrency, jpegs, stop_at, max_requests, honour_retry_after))
+def drive_in_process(*args: Any) -> Driven:
+    """`drive(*args)` in a client process of its own (run_level's process pool)."""
+    return asyncio.run(drive(*args))
 
 
 def split(total: int, parts: int) -> list[int]:
