@@ -89,6 +89,7 @@ class EngineProcess:
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
         self.restarts = 0
+        self._closed = False  # after close(): a dead child is not replaced
         self._start()
 
     @property
@@ -142,6 +143,8 @@ class EngineProcess:
             raise AssertionError("unreachable")
 
     def _restart(self) -> None:
+        if self._closed:
+            raise InferenceProcessError("the inference process was stopped (shutdown)")
         self.restarts += 1
         log.error(
             "inference process died; starting another",
@@ -160,13 +163,19 @@ class EngineProcess:
         return float(self.call("warm_up", batch_size))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Ask the child to stop; kill it if it does not within `timeout`."""
-        with self._lock:
-            if self._process.is_alive():
+        """Ask the child to stop; kill it if it does not within `timeout`, or if a call still
+        holds it then (a drain that timed out: its batch gets the 500 of a dead child)."""
+        self._closed = True
+        idle = self._lock.acquire(timeout=timeout)
+        try:
+            if idle and self._process.is_alive():
                 with contextlib.suppress(OSError):
                     self._conn.send(None)
-            self._process.join(timeout)
+                self._process.join(timeout)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
-            self._conn.close()
+        finally:
+            if idle:
+                self._conn.close()
+                self._lock.release()

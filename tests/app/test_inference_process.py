@@ -1,16 +1,21 @@
 """`VIRALIENCY_INFERENCE_PROCESS`: the forward pass in a child process of its own. The same
-numbers as in-process, a killed child replaced without losing its batch, and the child gone
-after shutdown."""
+numbers as in-process, a killed child replaced without losing its batch, the child gone after
+shutdown, and a shutdown that times out on a stuck batch kills the child without replacing it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
-from app.inference_process import EngineProcess
+from app.inference_process import EngineProcess, InferenceProcessError
+from app.settings import Settings
 from model.checkpoint import CheckpointInfo, Network
 
 from .helpers import Serve, on_both_archs, wait_until
@@ -73,3 +78,23 @@ async def test_a_child_killed_mid_batch_is_replaced_and_the_batch_still_answered
         again = await client.post("/score", files=multipart(jpeg(seed=6)))
         assert again.status_code == 200
         assert runner.restarts == 1
+
+
+def test_close_kills_a_child_stuck_in_a_batch_and_starts_no_other(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """A drain that timed out: the batch still in the child fails (the service answers it
+    500), and shutdown does not start a new child for it."""
+    runner = EngineProcess(settings_for())
+    stuck = runner.pid
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)
+    blank = np.zeros((32, 32, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(1) as pool:
+        batch = pool.submit(runner.predict, [blank])
+        time.sleep(0.2)  # the call holds the child
+        runner.close(timeout=0.5)
+        with pytest.raises(InferenceProcessError):
+            batch.result(timeout=10)
+    assert gone(stuck)
+    assert runner.restarts == 0
