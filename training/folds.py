@@ -41,8 +41,9 @@ class Folds:
         return np.flatnonzero(self.fold_of != i).astype(np.int64)
 
     def to_json(self, root: Path) -> dict[str, Any]:
-        """{"k", "seed", "folds": [[name, ...] per fold]} with names relative to `root`."""
-        names = [image.path.relative_to(root).as_posix() for image in self.images]
+        """{"k", "seed", "folds": [[name, ...] per fold]} with names relative to `root` (which
+        may be relative, as a --data flag is: the readers resolve the images' paths)."""
+        names = [image.path.relative_to(Path(root).resolve()).as_posix() for image in self.images]
         return {
             "k": self.k,
             "seed": self.seed,

@@ -51,6 +51,18 @@ def test_folds_are_recorded_by_name_and_rebuilt(tmp_path: Path) -> None:
     assert all(fold_of[im.path] == f for im, f in zip(rebuilt.images, rebuilt.fold_of, strict=True))
 
 
+def test_folds_are_recorded_against_a_relative_root_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """crossval's --data is often relative; the readers resolve the images' paths."""
+    given = [ScoredImage(image.path.resolve(), image.score) for image in images(6, tmp_path)]
+    monkeypatch.chdir(tmp_path.parent)
+    record = make_folds(given, 3).to_json(Path(tmp_path.name))
+    assert sorted(n for fold in record["folds"] for n in fold) == [
+        f"img{i:03d}.jpg" for i in range(6)
+    ]
+
+
 def test_recorded_folds_must_cover_the_images(tmp_path: Path) -> None:
     given = images(10, tmp_path)
     record = make_folds(given, 5).to_json(tmp_path)
