@@ -395,17 +395,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from runs over the same folds and seed (e.g. recipes split between processes,
-    or a recipe added later); a recipe in several keeps the last run's result. Rows follow
-    RECIPES' order."""
-    first = reports[0]
-    for other in reports[1:]:
-        if other["folds"] != first["folds"] or other["seed"] != first["seed"]:
+    a recipe added later, or `training.viralnet_cv`'s one-dataset reports); a dataset's folds
+    must be the same in every report that has it. A recipe in several keeps the last run's
+    result, except that results on different datasets join ("within" of one dataset's run
+    beside another's). Rows follow RECIPES' order."""
+    folds: dict[str, Any] = {}
+    for report in reports:
+        if report["seed"] != reports[0]["seed"]:
             raise ValueError("reports of different folds or seeds cannot be merged")
-    results = {name: r for report in reports for name, r in report["results"].items()}
+        for dataset, record in report["folds"].items():
+            if folds.setdefault(dataset, record) != record:
+                raise ValueError("reports of different folds or seeds cannot be merged")
+    results: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for name, result in report["results"].items():
+            within = {**results.get(name, {}).get("within", {}), **result.get("within", {})}
+            results[name] = {**result, "within": within} if within else result
     order = [n for n in RECIPES if n in results] + [n for n in results if n not in RECIPES]
     return {
-        "folds": first["folds"],
-        "seed": first["seed"],
+        "folds": folds,
+        "seed": reports[0]["seed"],
         "results": {n: results[n] for n in order},
     }
 

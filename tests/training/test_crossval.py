@@ -147,6 +147,22 @@ def test_merge_joins_runs_over_the_same_folds_in_recipe_order() -> None:
         merge([early, other])
 
 
+def test_merge_joins_one_dataset_reports_of_a_recipe() -> None:
+    """training.viralnet_cv reports one dataset at a time: its runs on a and b become one row."""
+    a = {"seed": 0, "folds": [["1.jpg"], ["2.jpg"]]}
+    b = {"seed": 0, "folds": [["x.jpg"], ["y.jpg"]]}
+    both = {"folds": {"a": a, "b": b}, "seed": 0, "results": {"GAP": {"within": {"a": 1, "b": 2}}}}
+    on_a = {"folds": {"a": a}, "seed": 0, "results": {"ViralNet": {"within": {"a": 3}}}}
+    on_b = {"folds": {"b": b}, "seed": 0, "results": {"ViralNet": {"within": {"b": 4}}}}
+    merged = merge([both, on_a, on_b])
+    assert merged["folds"] == {"a": a, "b": b}
+    assert merged["results"]["ViralNet"]["within"] == {"a": 3, "b": 4}
+    assert merged["results"]["GAP"] == {"within": {"a": 1, "b": 2}}
+    moved = {"folds": {"b": {"seed": 0, "folds": [["y.jpg"], ["x.jpg"]]}}, "seed": 0}
+    with pytest.raises(ValueError, match="different folds"):
+        merge([both, {**moved, "results": {}}])
+
+
 def test_a_recipe_at_another_input_size_fits_and_ships_at_that_size() -> None:
     torch.set_num_threads(1)
     data = dataset("a", signal=False)
