@@ -60,11 +60,17 @@ log = logging.getLogger("viraliency.viralnet_cv")
 
 
 def recipe_name(cfg: FitConfig) -> str:
-    """The report's row name, e.g. "ViralNet-M, learned crops (6 epochs, 160/112 px)"."""
+    """The report's row name, e.g. "ViralNet-M, learned crops (3 epochs, 128/64 px, localisers
+    at lr 0.001 after 32 steps)". A run whose localisers never move (lr 0, or a ranker warm-up
+    as long as the run) is named for its initial crops instead: it measures the ranker there."""
     suffix = cfg.arch.removeprefix("viralnet").upper()
     probe = " (DANKMEMES category probe)" if cfg.categories == "probe" else ""
     size = f"{cfg.epochs} epochs, {cfg.input_size}/{cfg.crop_size} px"
-    return f"ViralNet{suffix}{probe}, learned crops ({size})"
+    steps = cfg.epochs * -(-cfg.pairs_per_epoch // cfg.batch_pairs)
+    if cfg.loc_lr == 0 or cfg.warmup_steps >= steps:
+        return f"ViralNet{suffix}{probe}, initial crops, Adam ranker ({size})"
+    schedule = f"localisers at lr {cfg.loc_lr:g} after {cfg.warmup_steps} steps"
+    return f"ViralNet{suffix}{probe}, learned crops ({size}, {schedule})"
 
 
 def cross_validate(cfg: FitConfig, k: int) -> dict[str, Any]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from training.crossval import fold_metrics, load_dataset, summarise
-from training.viralnet_cv import main
+from training.viralnet_cv import main, recipe_name
+from training.viralnet_fit import FitConfig
 
 from .tiny_runs import write_dankmemes
 
@@ -42,7 +44,7 @@ def test_every_image_is_scored_once_out_of_fold_on_crossvals_folds(
     names = sorted(path.name for path in (data / "images").iterdir())
     assert sorted(name for fold in folds for name in fold) == names  # each held out once
     [(recipe, result)] = report["results"].items()
-    assert recipe == "ViralNet-M, learned crops (1 epochs, 64/32 px)"
+    assert recipe == "ViralNet-M, initial crops, Adam ranker (1 epochs, 64/32 px)"  # 2 steps
     scores = result["out_of_fold"]["dankmemes"]
     assert sorted(scores) == names
     assert all(math.isfinite(s) for s in scores.values())
@@ -57,6 +59,16 @@ def test_every_image_is_scored_once_out_of_fold_on_crossvals_folds(
     assert result["within"]["dankmemes"] == summarise(per_fold)
     header = report["table"].splitlines()[0]
     assert header == "| recipe | dankmemes >= 2x | dankmemes top/bottom |"
+
+
+def test_a_run_whose_localisers_never_move_is_named_for_its_initial_crops() -> None:
+    cfg = FitConfig(epochs=3, pairs_per_epoch=1024, batch_pairs=32)  # 96 steps
+    assert "initial crops" in recipe_name(replace(cfg, warmup_steps=100))
+    assert "initial crops" in recipe_name(replace(cfg, warmup_steps=0, loc_lr=0.0))
+    learned = recipe_name(replace(cfg, warmup_steps=32, loc_lr=1e-3))
+    assert learned == (
+        "ViralNet-M, learned crops (3 epochs, 160/112 px, localisers at lr 0.001 after 32 steps)"
+    )
 
 
 @pytest.mark.parametrize(
