@@ -35,7 +35,7 @@ def gone(pid: int) -> bool:
 
 @on_both_archs
 async def test_the_child_scores_like_the_network_and_exits_at_shutdown(
-    serve: Serve, served_reference: Reference
+    serve: Serve, served_reference: Reference, arch: str
 ) -> None:
     async with serve(inference_process=True) as (app, client):
         runner = app.state.service.runner
@@ -53,6 +53,10 @@ async def test_the_child_scores_like_the_network_and_exits_at_shutdown(
         heatmap = await client.get(entry["heatmap_url"])  # the map came back over the pipe
         assert heatmap.status_code == 200
         assert heatmap.headers["content-type"] == "image/png"
+        regions = await client.get("/regions", params={"image_id": entry["image_id"]})
+        assert regions.status_code == 200, regions.text  # ViralNet's crops: the local copy
+        scales = [region["scale"] for region in regions.json()["regions"]]
+        assert scales == [1.0, 0.5, 0.25] if arch == "viralnet-m" else set(scales) <= {None}
         pid = runner.pid
     assert gone(pid)
 
