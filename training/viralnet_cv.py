@@ -101,12 +101,12 @@ def fit_fold(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Fold i's scores by `net` trained on the other folds (its category probe too, if any:
     the held-out labels never reach it), and the training history."""
-    train, test = folds.train(i), folds.test(i)
+    train = everything.subset(folds.train(i))
     if cfg.categories == "probe":
-        paths = [folds.images[j].path for j in train]
-        fit_category_probe(net, cfg, paths, everything.subset(train).cache)
+        paths = [folds.images[j].path for j in folds.train(i)]
+        fit_category_probe(net, cfg, paths, train.cache)
     gen = torch.Generator().manual_seed(cfg.seed)  # the jitter, as fit draws it
-    return train_and_score(net, everything.subset(train), everything.subset(test), cfg, gen)
+    return train_and_score(net, train, everything.subset(folds.test(i)), cfg, gen)
 
 
 def report(
