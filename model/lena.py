@@ -23,11 +23,19 @@ stored eta; where eta * (K - 1) lies within float32 rounding of an integer j (wi
 (K - 1) * 2^-23), it is taken as j, so a fixed GNAP eta of j / (K - 1), which float32 may store
 a hair above its exact value, selects N = j + 1 and not j + 2. The eta gradient comes back in
 eta's own dtype (float64 for a float64 eta).
+
+Without gradients, a layer whose every N is 1 or K (eta 0 or 1: max and mean pooling, as the
+shipped checkpoints have) skips the sort: the pooled value is the plain maximum or mean and the
+selection mask the first maximum or every position, bit-for-bit what the sorting path gives
+(profiled at 448 px, the two sorts were 23% of a CPU forward pass: bench/RESULTS.md). Which
+channels are which is worked out once per K and eta value, not per forward pass, so the check
+never waits on the device (a CUDA graph capture may not).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,6 +50,7 @@ __all__ = [
     "LenaPool",
     "build_pool",
     "clamp_etas_",
+    "sorted_selection_mask",
 ]
 
 
@@ -60,10 +69,63 @@ def top_n_counts(eta: Tensor, k: int) -> Tensor:
     return (1 + snapped).long()
 
 
+def _wide(x: Tensor) -> Tensor:
+    """x in float32, or float64 if it already is: pooling never sums in half precision."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _sort_desc(x: Tensor) -> tuple[Tensor, Tensor]:
     """Stable descending sort of the last dim, in float32 or better. (B, C, K) -> values, idx"""
-    work = x if x.dtype == torch.float64 else x.float()
-    return torch.sort(work, dim=-1, descending=True, stable=True)
+    return torch.sort(_wide(x), dim=-1, descending=True, stable=True)
+
+
+def sorted_selection_mask(x: Tensor, eta: Tensor) -> Tensor:
+    """The top-N positions of each channel by a stable descending sort, whatever eta is.
+    (B, C, H, W) -> bool (B, C, H, W)"""
+    b, c, h, w = x.shape
+    _, order = _sort_desc(x.flatten(2))
+    n = top_n_counts(eta.to(x.device), h * w)
+    return _mask_from_sorted(order, n).view(b, c, h, w)
+
+
+@dataclass(frozen=True)
+class _Ends:
+    """Where every N is 1 or K: which channels average (N = K); the rest take their maximum."""
+
+    mean: Tensor  # bool (C,), on the pooled input's device
+    kind: str  # "mean" (every channel), "max" (every channel) or "mixed"
+
+    @classmethod
+    def of(cls, eta: Tensor, k: int, device: torch.device) -> _Ends | None:
+        """None unless every channel's N is 1 or K (then pooling needs no sort)."""
+        n = top_n_counts(eta.detach().cpu(), k)
+        if not bool(((n == 1) | (n == k)).all()):
+            return None
+        mean = n == k
+        kind = "mean" if bool(mean.all()) else "max" if not bool(mean.any()) else "mixed"
+        return cls(mean.to(device), kind)
+
+    def pool(self, x: Tensor) -> Tensor:
+        """(B, C, K) -> (B, C) in x's dtype; the sorting path's values exactly."""
+        if self.kind == "mean":
+            pooled = _wide(x).mean(dim=-1)
+        elif self.kind == "max":
+            pooled = _wide(x.amax(dim=-1))
+        else:
+            pooled = torch.where(self.mean, _wide(x).mean(dim=-1), _wide(x.amax(dim=-1)))
+        return pooled.to(x.dtype)
+
+    def selection_mask(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> bool: every position where N = K, else the first maximum (the
+        position a stable descending sort puts first)."""
+        if self.kind == "mean":
+            return torch.ones_like(x, dtype=torch.bool)
+        b, c, h, w = x.shape
+        first = x.flatten(2).argmax(dim=-1, keepdim=True)  # argmax returns the first maximum
+        mask = torch.zeros((b, c, h * w), dtype=torch.bool, device=x.device)
+        mask.scatter_(-1, first, True)
+        mask = mask.view(b, c, h, w)
+        return mask if self.kind == "max" else mask | self.mean.view(1, c, 1, 1)
 
 
 def _mask_from_sorted(order: Tensor, n: Tensor) -> Tensor:
@@ -131,10 +193,7 @@ class GlobalPool(nn.Module):
 
     def selection_mask(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> bool (B, C, H, W): True on the positions the pooling averages."""
-        b, c, h, w = x.shape
-        _, order = _sort_desc(x.flatten(2))
-        n = top_n_counts(self.eta_values().to(x.device), h * w)
-        return _mask_from_sorted(order, n).view(b, c, h, w)
+        return sorted_selection_mask(x, self.eta_values())
 
 
 class GlobalAvgPool(GlobalPool):
@@ -182,9 +241,29 @@ class LenaPool(GlobalPool):
         if not 0.0 <= eta_init <= 1.0:
             raise ValueError(f"eta_init must be in [0, 1], got {eta_init}")
         self.eta = nn.Parameter(torch.full((channels,), float(eta_init)), requires_grad=learnable)
+        self._ends: dict[tuple[int, str], tuple[tuple[int, int], _Ends | None]] = {}
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C)
-        return _TopNMean.apply(x.flatten(2), self.eta)
+        flat = x.flatten(2)
+        needs_grad = torch.is_grad_enabled() and (flat.requires_grad or self.eta.requires_grad)
+        ends = None if needs_grad else self.ends(flat.shape[-1], flat.device)
+        return ends.pool(flat) if ends is not None else _TopNMean.apply(flat, self.eta)
+
+    def selection_mask(self, x: Tensor) -> Tensor:
+        ends = self.ends(x.shape[2] * x.shape[3], x.device)
+        return ends.selection_mask(x) if ends is not None else super().selection_mask(x)
+
+    def ends(self, k: int, device: torch.device) -> _Ends | None:
+        """Whether every channel's N is 1 or K at K positions (see `_Ends`), remembered until
+        eta changes (an optimiser step, `clamp_eta_`, loading weights: its storage or its
+        version moves)."""
+        stamp = (self.eta.data_ptr(), self.eta._version)
+        key = (k, str(device))
+        known = self._ends.get(key)
+        if known is None or known[0] != stamp:
+            known = (stamp, _Ends.of(self.eta, k, device))
+            self._ends[key] = known
+        return known[1]
 
     def eta_values(self) -> Tensor:
         return self.eta.detach()

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.lena import GlobalAvgPool, GlobalMaxPool, LenaPool, build_pool, clamp_etas_
+from model.lena import (
+    GlobalAvgPool,
+    GlobalMaxPool,
+    LenaPool,
+    build_pool,
+    clamp_etas_,
+    sorted_selection_mask,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -147,6 +154,56 @@ def test_ties_are_deterministic_and_select_exactly_n(device: str) -> None:
     assert ((grads[0] != 0).sum(dim=(2, 3)) == n).all()
     mask = layer.selection_mask(x)
     assert torch.equal(mask, grads[0] != 0)  # the map's positions are the gradient's
+
+
+def sorted_pool(layer: LenaPool, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output by the sorting path (gradients on, which the sort-free path skips)."""
+    with torch.enable_grad():
+        return layer(x.detach().clone().requires_grad_(True)).detach()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("etas", [[0.0] * 6, [1.0] * 6, [0.0, 1.0, 1.0, 0.0, 0.0, 1.0]])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_without_gradients_etas_of_0_and_1_pool_as_the_sort_does(
+    device: str, etas: list[float], layout: str, dtype: torch.dtype
+) -> None:
+    """The sort-free path (max / mean, first maximum / every position) is bit-for-bit the
+    sorting path, ties included: the mask is still where the gradient goes."""
+    x = torch.randint(0, 4, (3, 6, 7, 5), device=device).to(dtype)  # many ties
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    layer = LenaPool(6).to(device)
+    with torch.no_grad():
+        layer.eta.copy_(torch.tensor(etas))
+    with torch.no_grad():
+        fast = layer(x)
+    assert layer.ends(35, x.device) is not None  # the sort-free path was the one taken
+    assert fast.dtype == dtype
+    assert torch.equal(fast, sorted_pool(layer, x))
+    mask = layer.selection_mask(x)
+    assert torch.equal(mask, sorted_selection_mask(x, layer.eta_values()))
+    xr = x.clone().requires_grad_(True)
+    layer(xr).sum().backward()
+    assert xr.grad is not None
+    assert torch.equal(mask, xr.grad != 0)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), fast)
+
+
+def test_the_sort_free_path_is_forgotten_when_eta_changes() -> None:
+    x = torch.randn(2, 3, 4, 4)
+    layer = LenaPool(3, eta_init=1.0)
+    with torch.no_grad():
+        assert torch.equal(layer(x), x.mean(dim=(2, 3)))
+        layer.eta.fill_(0.5)  # N = 1 + ceil(0.5 * 15) = 9: only the sort knows the top 9
+        assert layer.ends(16, x.device) is None
+        top9 = x.flatten(2).sort(dim=-1, descending=True).values[..., :9].mean(dim=-1)
+        torch.testing.assert_close(layer(x), top9)
+        assert (layer.selection_mask(x).sum(dim=(2, 3)) == 9).all()
+        layer.load_state_dict({"eta": torch.zeros(3)})  # loading weights moves it too
+        assert torch.equal(layer(x), x.amax(dim=(2, 3)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
