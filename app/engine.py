@@ -7,9 +7,9 @@ On CUDA the forward runs in float32 without TF32 (`cuda_precision`; float16 auto
 trunk moved every score by ~0.04, past what the percentiles' calibration tolerates: see
 bench/RESULTS.md), replayed as CUDA graphs captured at start-up (`cuda_graphs`,
 app/cuda_graphs.py); on the CPU in float32, with
-weights and input in `cpu_memory_format` (channels_last: NHWC, oneDNN's preferred layout for
-convolutions; see bench/RESULTS.md, "CPU inference variants") and `torch_threads` intra-op
-threads.
+batch norms folded into their convolutions (`cpu_fold_batchnorm`, model/fold.py), weights and
+input in `cpu_memory_format` (channels_last: NHWC, oneDNN's preferred layout for convolutions;
+see bench/RESULTS.md, "CPU inference variants") and `torch_threads` intra-op threads.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import torch
 from numpy.typing import NDArray
 
 from app.cuda_graphs import GraphedForward, buckets
-from app.settings import CudaPrecision, Settings
+from app.settings import CpuMemoryFormat, CudaPrecision, Settings
 from model.checkpoint import CheckpointInfo, Network, load_network
 from model.devices import resolve_device
+from model.fold import fold_batchnorms
 from model.images import normalise
 from model.predict import Predicted, predict
 from model.viralnet import ViralNet
@@ -82,11 +83,24 @@ class Engine:
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         engine = cls.load(settings.checkpoint, settings.device, settings.cuda_precision)
-        if engine.device.type == "cpu" and settings.cpu_memory_format == "channels_last":
-            engine.use_memory_format(torch.channels_last)
+        engine.tune_for_cpu(settings.cpu_memory_format, settings.cpu_fold_batchnorm)
         if engine.device.type == "cuda" and settings.cuda_graphs:
             engine.capture_graphs(settings.max_batch_size)
         return engine
+
+    def tune_for_cpu(
+        self, memory_format: CpuMemoryFormat = "channels_last", fold_batchnorm: bool = True
+    ) -> None:
+        """On the CPU: fold the batch norms into their convolutions and keep weights and
+        input in `memory_format` (the service's defaults; the command line calls it with
+        them). Scores move by float32 rounding only. Nothing on CUDA."""
+        if self.device.type != "cpu":
+            return
+        if fold_batchnorm:
+            folded = fold_batchnorms(self.net)
+            log.info("batch norms folded", extra={"event": "batchnorm_folded", "count": folded})
+        if memory_format == "channels_last":
+            self.use_memory_format(torch.channels_last)
 
     @torch.inference_mode()
     def capture_graphs(self, largest_batch: int) -> None:

@@ -57,6 +57,8 @@ def chosen_platform(engine: Engine, platform: str, checkpoint: Path) -> str | No
 def load_engine(checkpoint: Path, device: str) -> Engine:
     """The checkpoint on its device; a bad folder or device is a one-line error, exit 1."""
     try:
-        return Engine.load(checkpoint, device)
+        engine = Engine.load(checkpoint, device)
     except (CheckpointError, RuntimeError, OSError) as exc:
         raise click.ClickException(f"cannot load {checkpoint}: {exc}") from None
+    engine.tune_for_cpu()  # the service's CPU defaults: folded norms, channels_last
+    return engine
