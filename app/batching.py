@@ -6,8 +6,9 @@ A batch closes at `max_batch_size` images or `max_wait_s` after its first image 
 deadline), whichever comes first, so images from concurrent requests share a forward pass.
 Admission is bounded twice: a `Reservation` holds slots for a request's images from before they
 are decoded until each is scored, and `reserve` refuses at once (QueueFullError) when the slots
-are gone (a hard ceiling) or when, at the live `ServiceRate`, the images ahead of the request
-and its own would not be scored within `admit_within_s` (the deadline, less a margin). A slot is
+are gone (a hard ceiling) or when, at the live `ServiceRate` and with the batch in flight's
+lateness added (`lateness_s`), the images ahead of the request and its own would not be scored
+within `admit_within_s` (the deadline, less a margin). A slot is
 released before its result is delivered, so a caller that reserves again as soon as it has its
 answer finds the slot free. A batch
 that fails (CUDA out of memory, or any error) is split in halves and retried, down to single
@@ -214,8 +215,14 @@ class Batcher(Generic[T, R]):
         return Reservation(self, count)
 
     def estimated_wait_s(self, count: int = 1) -> float | None:
-        """Seconds until `count` more images would be scored now (None without a rate)."""
-        return None if self.rate is None else (self._pending + count) / self.current_rate()
+        """Seconds until `count` more images would be scored now (None without a rate): the
+        images admitted and these at the measured rate, plus `lateness_s` of the batch in
+        flight."""
+        return None if self.rate is None else self._wait_s(self._pending + count)
+
+    def _wait_s(self, ahead: int) -> float:
+        assert self.rate is not None
+        return ahead / self.rate.images_per_s + self.lateness_s()
 
     def _admit(self, count: int, own: int = 0) -> None:
         """`own`: slots the same request already holds (they are not work ahead of it)."""
@@ -244,12 +251,13 @@ class Batcher(Generic[T, R]):
                 wait_s=self.rate.wait_s(self._pending + count) + self.admit_within_s,
                 limit_s=self.admit_within_s,
             )
-        rate = self.current_rate()
-        wait = (self._pending + count) / rate
+        wait = self._wait_s(self._pending + count)
         if wait > self.admit_within_s:
+            late = self.lateness_s()
+            stalled = f" and the batch in flight is {late:.2f} s late" if late > 0 else ""
             raise QueueFullError(
-                f"{self._pending} images are queued; at {rate:.1f} images/s "
-                f"{count} more would be scored in about {wait:.2f} s, over the "
+                f"{self._pending} images are queued; at {self.rate.images_per_s:.1f} images/s"
+                f"{stalled}, {count} more would be scored in about {wait:.2f} s, over the "
                 f"{self.admit_within_s:.2f} s admission limit",
                 wait_s=wait,
                 limit_s=self.admit_within_s,
@@ -287,16 +295,22 @@ class Batcher(Generic[T, R]):
                 self._changed.notify_all()
 
     def current_rate(self) -> float:
-        """The rate, lowered while admitted work has gone longer without a batch finishing
-        than the rate allows: the next batch brings at most max_batch_size images, so over
-        that time the path delivers at most max_batch_size / elapsed (a stalled or starved
-        machine shows at once, not only after its batch ends)."""
-        assert self.rate is not None
-        rate = self.rate.images_per_s
-        if self._pending == 0:
-            return rate
+        """The measured images/s (the rate estimate; 0 without one)."""
+        return 0.0 if self.rate is None else self.rate.images_per_s
+
+    def lateness_s(self) -> float:
+        """How far the batch in flight has run past what the rate allows a full batch
+        (max_batch_size / rate) since work last moved; 0 when idle or on time. A batch that
+        is L late is taken to need about L more, so a stall shows in the wait at once, not only
+        after its batch ends, and one that outlasts the admission limit refuses everything.
+        Added once, not per queued image: the last rule (the rate capped at
+        max_batch_size / elapsed) made a 2 s stall of a 1-image batch look like 6 s for three
+        queued images, and a replica refused while its neighbour on the same host stopped
+        (bench/RESULTS.md)."""
+        if self.rate is None or self._pending == 0:
+            return 0.0
         elapsed = self._clock() - max(self._last_end, self._busy_since)
-        return min(rate, self.max_batch_size / elapsed) if elapsed > 0 else rate
+        return max(0.0, elapsed - self.max_batch_size / self.rate.images_per_s)
 
     def _work(self) -> None:
         while True:

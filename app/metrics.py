@@ -49,7 +49,8 @@ class Metrics:
         )
         self.estimated_wait = Gauge(
             "viraliency_estimated_wait_seconds",
-            "Estimated time until one more image would be scored: (queued images + 1) / rate.",
+            "Estimated time until one more image would be scored: (queued images + 1) / rate, "
+            "plus how late the batch in flight is past its expected time.",
             registry=self.registry,
         )
         self.admission_limit = Gauge(

@@ -182,17 +182,35 @@ def test_until_a_batch_is_measured_one_batch_is_admitted() -> None:
         batcher.reserve(1)
 
 
-def test_a_batch_overdue_lowers_the_rate_at_once() -> None:
+def test_a_batch_overdue_adds_its_lateness_to_the_wait_at_once() -> None:
     now = [0.0]
     batcher: Batcher[int, int] = Batcher(
         doubler, 8, 0.0, max_pending=100, rate=measured(100), clock=lambda: now[0]
     )
     batcher.reserve(4)  # admitted at t=0; no batch has ended since
     now[0] = 0.05
-    assert batcher.current_rate() == 100.0  # 8 images in 0.08 s is still on time
+    assert batcher.lateness_s() == 0.0  # 8 images in 0.08 s is still on time
+    assert batcher.estimated_wait_s(1) == pytest.approx(5 / 100)
     now[0] = 2.0
-    assert batcher.current_rate() == 4.0  # at most one batch of 8 in 2 s
-    assert batcher.estimated_wait_s(1) == pytest.approx(5 / 4.0)
+    assert batcher.lateness_s() == pytest.approx(2.0 - 0.08)
+    assert batcher.estimated_wait_s(1) == pytest.approx(5 / 100 + 1.92)
+
+
+def test_a_stall_of_one_image_admits_the_few_queued_behind_it() -> None:
+    """The replica-stop case (batch cap 1, 7 images/s, a 5 s limit): a 2 s stall with 3 images
+    queued is about 2.5 s of wait, admitted; a stall past the limit refuses at once, naming it."""
+    now = [0.0]
+    batcher: Batcher[int, int] = Batcher(
+        doubler, 1, 0.0, max_pending=100, rate=measured(7), admit_within_s=5.0, clock=lambda: now[0]
+    )
+    batcher.reserve(3)
+    now[0] = 2.0
+    batcher.reserve(1)  # 4 ahead at 7/s (0.57 s) + 1.86 s late: admitted
+    assert batcher.estimated_wait_s(1) == pytest.approx(5 / 7 + 2.0 - 1 / 7)
+    now[0] = 6.0
+    with pytest.raises(QueueFullError, match=r"in flight is 5\.86 s late") as refused:
+        batcher.reserve(1)
+    assert refused.value.wait_s == pytest.approx(5 / 7 + 6.0 - 1 / 7)
 
 
 def test_a_reservation_grows_under_the_same_rules() -> None:
