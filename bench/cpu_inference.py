@@ -6,6 +6,10 @@ every variant, then the next), median per batch:
 
 - `fp32`: eager float32, contiguous (NCHW) tensors (the engine's default before issue 15);
 - `channels_last`: the same weights and input in NHWC memory format (oneDNN's preferred layout);
+- `sorted`: channels_last with LENA always sorting (the engine before the sort-free path for
+  etas of 0 and 1, model/lena.py): what the two sorts cost;
+- `folded`: channels_last with the batch norms folded into the convolutions (model/fold.py):
+  the engine's CPU default (`Engine.tune_for_cpu`);
 - `compile`: `torch.compile` (inductor: needs a C compiler) on channels_last;
 - `bf16`: bf16 autocast on channels_last (fast only where the CPU has bf16 instructions);
 - `int8-static`: the trunk quantised to int8 (FX graph mode, x86 backend, calibrated on the
@@ -38,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.images import prepare
 from model.checkpoint import load_checkpoint
+from model.fold import fold_batchnorms
 from model.images import normalise
+from model.lena import LenaPool
 from model.network import ViralityNet
 
 Forward = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -75,6 +81,16 @@ def variants(
         "fp32": (fp32.viraliency, False),
         "channels_last": (last.viraliency, True),
     }
+    if "sorted" in which:
+        sorting = _copy(net).to(memory_format=torch.channels_last)
+        for layer in sorting.modules():
+            if isinstance(layer, LenaPool):
+                layer.ends = lambda k, device: None  # type: ignore[method-assign]
+        made["sorted"] = (sorting.viraliency, True)
+    if "folded" in which:
+        folded = _copy(net)
+        fold_batchnorms(folded)
+        made["folded"] = (folded.to(memory_format=torch.channels_last).viraliency, True)
     if "bf16" in which:
 
         def bf16(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,7 +171,7 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=["fp32", "channels_last", "compile", "bf16", "int8-static"],
+        default=["fp32", "channels_last", "sorted", "folded", "compile", "bf16", "int8-static"],
     )
     args = parser.parse_args()
     torch.manual_seed(0)
