@@ -7,9 +7,9 @@ An eval-mode BatchNorm2d after a Conv2d is an affine map per output channel,
 so the convolution can carry it: weight * gamma / sqrt(var + eps) per output channel, and the
 bias adjusted to match (torch.nn.utils.fusion.fuse_conv_bn_eval). The norm becomes an Identity.
 The network's outputs move by float32 rounding only; on the CPU a 448 px MobileNetV2 forward
-pass is 1.2x as fast folded (bench/RESULTS.md, CPU inference variants). Only pairs that sit side by side in
-an nn.Sequential are folded (every norm of torchvision's MobileNetV2); a norm reached any other
-way is left as it is.
+pass is 1.2x as fast folded (bench/RESULTS.md, CPU inference variants). Only pairs that sit
+side by side in an nn.Sequential are folded (every norm of torchvision's MobileNetV2); a norm
+reached any other way is left as it is.
 """
 
 from __future__ import annotations
