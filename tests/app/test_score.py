@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model.checkpoint import CheckpointInfo, Network
 
-from .helpers import Serve, batches, batches_up_to, on_both_archs
-from .imaging import encode, jpeg, multipart
+from .helpers import Serve, batches, batches_up_to, on_both_archs, wait_until
+from .imaging import encode, jpeg, multipart, photo
 from .reference import expected_score
 
 Reference = tuple[Network, CheckpointInfo]
@@ -117,6 +117,33 @@ async def test_a_batch_closes_at_max_batch_size(serve: Serve) -> None:
         assert response.status_code == 200
         assert batches(app) == (3, 5)  # 2 + 2 + 1
         assert batches_up_to(app, 1) == 1
+
+
+@on_both_archs
+async def test_a_requests_first_image_is_scored_while_the_next_still_decodes(serve: Serve) -> None:
+    """Each image is queued as soon as it is decoded: the small JPEG's forward pass does not
+    wait for the large PNG behind it (one decoding thread, so they decode in order)."""
+    slow = encode(photo(2400, 2400, seed=3), "PNG")  # no reduced decode for PNG: tens of ms
+    async with serve(decode_threads=1, max_wait_ms=2.0, max_batch_size=8) as (app, client):
+        response = await client.post("/score", files=multipart(jpeg(seed=1), slow))
+        assert response.status_code == 200, response.text
+        assert batches(app) == (2, 2)  # decoded first, then queued together, would be (1, 2)
+
+
+@on_both_archs
+async def test_a_bad_upload_cancels_the_images_of_its_request_already_queued(serve: Serve) -> None:
+    async with serve(
+        decode_threads=1, max_wait_ms=500.0, batch_close_when_idle=False, max_batch_size=8
+    ) as (app, client):
+        files = multipart(jpeg(seed=1), jpeg(seed=2), b"not an image")
+        refused = await client.post("/score", files=files)
+        assert refused.status_code == 415, refused.text
+        batcher = app.state.service.batcher
+        await wait_until(lambda: batcher.pending == 0)  # the held batch closed, slots freed
+        assert batches(app) == (0, 0)  # the two decoded images never reached the network
+        scored = await client.post("/score", files=multipart(jpeg(seed=3)))
+        assert scored.status_code == 200, scored.text
+        assert batches(app) == (1, 1)
 
 
 async def test_compare_gives_the_sigmoid_of_the_score_difference(
