@@ -3,7 +3,7 @@
     batcher thread --(uint8 batch, pickled over a pipe)--> inference process: Engine.predict
                    <--(Predictions)----------------------
 
-With `VIRALIENCY_INFERENCE_PROCESS` on, the service starts one child
+With `VIRALIENCY_INFERENCE_PROCESS` on (the default on the CPU), the service starts one child
 process that loads the checkpoint with the same settings and runs every batch; the HTTP
 process keeps admission, deadlines, decoding, metrics and the heatmap store, and a copy of
 the network (one torch thread) only for `/regions`. The child's torch ops then never wait for

@@ -166,13 +166,13 @@ class Settings(BaseSettings):
         "and waits this long each time the event loop or a decode thread holds it.",
     )
     inference_process: bool = Field(
-        default=False,
+        default_factory=lambda data: not _on_cuda(data["device"]),
         description="Run the forward pass in a child process of its own (LitServe's layout): "
         "its torch ops never wait for the HTTP process's GIL. The HTTP process keeps "
-        "admission, decoding, metrics and the heatmap store. A single server on 2 CPU cores "
-        "served +13-18% images/s at concurrency 1 and up to +13% at 8 and 32 "
-        "(bench/RESULTS.md); off by default because two such replicas on one 2-core host "
-        "refused requests (503) while one of them stopped, in one CI run of three.",
+        "admission, decoding, metrics and the heatmap store. Default: on when the network "
+        "runs on the CPU (on 2 cores, the shipped checkpoint: 1.09x, 1.38x and 1.31x "
+        "LitServe's images/s at concurrency 1, 8 and 32, against 0.86x, 1.07x and 1.20x "
+        "in one process; bench/RESULTS.md), off on CUDA (not measured there).",
     )
     cpu_memory_format: CpuMemoryFormat = Field(
         default="channels_last",

@@ -93,8 +93,9 @@ def settings_for(served_checkpoint: Path) -> Callable[..., Settings]:
             "max_wait_ms": 2.0,
             "decode_threads": 2,
             "shutdown_timeout_s": 5.0,
-            # The forward pass in this process (the default), where a test can reach and slow
-            # it down; the child-process layout has its own tests, test_inference_process.py.
+            # The forward pass in this process, where a test can reach and slow it down; the
+            # child-process layout (the CPU default) has its own tests, test_inference_process.py,
+            # and the subprocess servers (server.py) run it.
             "inference_process": False,
         }
         values.update(overrides)
