@@ -22,6 +22,9 @@ never committed), decoded and squashed by the service's own `app.images.prepare`
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/cpu_inference.py --checkpoint weights \
         --images /work/shared/data/dankmemes2020-task1/images --count 256 --reps 5
+
+`--profile` also prints, per variant, the torch ops with the most self CPU time at the first
+batch size (torch.profiler over 5 forward passes).
 """
 
 from __future__ import annotations
@@ -158,6 +161,22 @@ def time_batches(
     return {key: statistics.median(values) for key, values in times.items()}
 
 
+@torch.inference_mode()
+def op_shares(made: dict[str, tuple[Forward, bool]], batch: np.ndarray, pre: object) -> None:
+    """Per variant, the torch ops that take the most CPU time in 5 forward passes (profiler)."""
+    for name, (forward, last) in made.items():
+        x = inputs(batch, pre, last)
+        forward(x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                forward(x)
+        events = [e for e in prof.key_averages() if not e.key.startswith("aten::to")]
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:6]
+        shares = ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in top)
+        print(f"{name} (batch {len(batch)}): {shares}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,6 +187,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--calibration", type=int, default=64, help="images to calibrate int8")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print each variant's costliest torch ops"
+    )
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -192,6 +214,8 @@ def main() -> None:
         )
         print(f"{name}: agreement {agreement[name]}", file=sys.stderr, flush=True)
     print(f"set-up and agreement: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if args.profile:
+        op_shares(made, images[: args.batch[0]], pre)
     timed = time_batches(made, images, pre, args.batch, args.reps)
     header = " | ".join(f"batch {b} images/s" for b in args.batch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
