@@ -72,6 +72,10 @@ class Engine:
             torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
             torch.backends.cuda.matmul.fp32_precision = "ieee"
         self.input_size = info.preprocessing.input_size
+        # The CPU forward pass's intra-op threads: all of them, unless a batch yields some
+        # to decoding (`predict`'s yield_cores; app/cores.py).
+        self.cpu_threads = torch.get_num_threads()
+        self._threads = self.cpu_threads
         self.description = info.to_json(net)  # eta is fixed at inference: describe once
         self.memory_format = torch.contiguous_format
         self.graphs: GraphedForward | None = None
@@ -179,8 +183,12 @@ class Engine:
         return x.contiguous(memory_format=self.memory_format)
 
     @torch.inference_mode()
-    def predict(self, images: list[NDArray[np.uint8]]) -> list[Prediction]:
-        """Score a batch of squashed (S, S, 3) uint8 RGB images; one Prediction each, in order."""
+    def predict(self, images: list[NDArray[np.uint8]], yield_cores: int = 0) -> list[Prediction]:
+        """Score a batch of squashed (S, S, 3) uint8 RGB images; one Prediction each, in order.
+        On the CPU, `yield_cores` fewer torch threads (at least one) run this batch, leaving
+        their cores to the decoding threads (app/cores.py)."""
+        if self.device.type == "cpu":
+            self._use_threads(max(1, self.cpu_threads - yield_cores))
         x = self.to_input(np.stack(images))
         out = self.graphs(x) if self.graphs is not None else None
         if out is None:  # eager: on the CPU, with graphs off, or above the largest bucket
@@ -196,6 +204,11 @@ class Engine:
             Prediction(float(s), m, {n: (float(ps[p]), pm[p]) for p, n in enumerate(names)})
             for s, m, ps, pm in zip(scores, maps, by_platform, platform_maps, strict=True)
         ]
+
+    def _use_threads(self, threads: int) -> None:
+        if threads != self._threads:  # torch.set_num_threads only when the count changes
+            torch.set_num_threads(threads)
+            self._threads = threads
 
     @property
     def localises(self) -> bool:

@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 class Forward(Protocol):
     """What runs the service's batches: an `Engine` in this process, or an `EngineProcess`."""
 
-    def predict(self, images: list[NDArray[np.uint8]]) -> list[Prediction]: ...
+    def predict(
+        self, images: list[NDArray[np.uint8]], yield_cores: int = 0
+    ) -> list[Prediction]: ...
 
     def batch_rates(self, largest: int) -> dict[int, float]: ...
 
@@ -153,8 +155,8 @@ class EngineProcess:
         self._conn.close()
         self._start()
 
-    def predict(self, images: list[NDArray[np.uint8]]) -> list[Prediction]:
-        return list(self.call("predict", images))
+    def predict(self, images: list[NDArray[np.uint8]], yield_cores: int = 0) -> list[Prediction]:
+        return list(self.call("predict", images, yield_cores))
 
     def batch_rates(self, largest: int) -> dict[int, float]:
         return dict(self.call("batch_rates", largest))

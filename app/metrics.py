@@ -30,6 +30,12 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.yielded_batches = Counter(
+            "viraliency_forward_yielded_batches",
+            "CPU forward passes run with fewer torch threads, their cores left to the decoding "
+            "threads while more decoding was queued than the batch would take (app/cores.py).",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "viraliency_queue_depth",
             "Images admitted and not yet scored.",

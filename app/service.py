@@ -28,6 +28,7 @@ from typing import ParamSpec, TypeVar
 
 from app.batching import Batcher, QueueFullError, Reservation, ShuttingDownError
 from app.budget import BudgetExceededError, ByteBudget
+from app.cores import DecodeBacklog, DecodeJob, cores_to_yield
 from app.engine import Engine, Prediction, ViraliencyMap, choose_batch_size
 from app.errors import ApiError
 from app.gpu_decode import GpuDecodeStage, use_gpu_decode
@@ -179,10 +180,16 @@ class Admission:
         ]
 
 
-def _prepare_upload(upload: Upload, max_pixels: int, size: int) -> tuple[str, Prepared]:
-    return hashlib.sha256(upload.data).hexdigest(), prepare(
-        upload.data, upload.label, max_pixels, size
+def _prepare_upload(
+    upload: Upload, max_pixels: int, size: int, job: DecodeJob
+) -> tuple[str, Prepared]:
+    started = time.perf_counter()
+    result = (
+        hashlib.sha256(upload.data).hexdigest(),
+        prepare(upload.data, upload.label, max_pixels, size),
     )
+    job.done(time.perf_counter() - started)
+    return result
 
 
 class Service:
@@ -202,6 +209,8 @@ class Service:
         self.runner: Forward = engine if runner is None else runner
         self.metrics = metrics
         self.rate = ServiceRate(warm_rate)
+        self.forward_rate = warm_rate  # images/s of the forward pass alone, from start-up
+        self.decode_backlog = DecodeBacklog(settings.decode_threads)
         self.batcher: Batcher[Prepared, Prediction] = Batcher(
             self.forward,
             max_batch_size=batch_size or settings.max_batch_size,
@@ -298,8 +307,21 @@ class Service:
         )
 
     def forward(self, prepared: list[Prepared]) -> list[Prediction]:
-        """The forward stage, on the batcher's worker thread: one batch through the network."""
-        return self.runner.predict([p.pixels for p in prepared])
+        """The forward stage, on the batcher's worker thread: one batch through the network,
+        on the CPU with a core left to each decoding thread while decoding is backed up."""
+        yielded = self.cores_for_decoding(len(prepared))
+        if yielded:
+            self.metrics.yielded_batches.inc()
+        return self.runner.predict([p.pixels for p in prepared], yielded)
+
+    def cores_for_decoding(self, images: int) -> int:
+        """Torch threads a batch of `images` leaves to decoding (app/cores.py): the decoding
+        threads' count when the decoding queued outlasts the batch, else 0 (and always 0 on
+        CUDA, or with VIRALIENCY_CPU_YIELD_TO_DECODING off)."""
+        if self.engine.device.type != "cpu" or not self.settings.cpu_yield_to_decoding:
+            return 0
+        batch_s = images / self.forward_rate
+        return cores_to_yield(self.decode_backlog.seconds, batch_s, self.settings.decode_threads)
 
     async def in_pool(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run blocking work (decoding, rendering, encoding) on the decoding threads."""
@@ -398,7 +420,11 @@ class Service:
     async def prepare_one(self, upload: Upload) -> tuple[str, Prepared]:
         """One upload's image id and network input, decoded in the pool (the CPU decoder)."""
         size, max_pixels = self.engine.input_size, self.settings.max_pixels
-        return await self.in_pool(_prepare_upload, upload, max_pixels, size)
+        job = self.decode_backlog.queued(len(upload.data))
+        try:
+            return await self.in_pool(_prepare_upload, upload, max_pixels, size, job)
+        finally:
+            job.done()  # failed, or cancelled before it ran: off the backlog all the same
 
     # The heatmap store (app/store.py): in this process, or shared on Redis (may be down).
 

@@ -185,6 +185,13 @@ class Settings(BaseSettings):
         "start-up: scores move by float32 rounding (under 1e-4) and a 448 px image scores "
         "1.2x as fast (bench/RESULTS.md, CPU inference variants). No effect on CUDA.",
     )
+    cpu_yield_to_decoding: bool = Field(
+        default=True,
+        description="On the CPU, a batch that starts while more decoding is queued than the "
+        "batch takes runs with one torch thread fewer per decoding thread, leaving their "
+        "cores to decoding (app/cores.py; eight 12 MP photos per request: bench/RESULTS.md, "
+        "decode cost by photo size). No effect on CUDA.",
+    )
     gpu_decode: bool = Field(
         default=True,
         description="On CUDA, decode JPEG uploads on the GPU in batches (nvJPEG), other "

@@ -201,10 +201,10 @@ async def test_an_image_that_fails_in_the_network_fails_only_its_own_request(
         engine = app.state.service.engine
         real_predict = engine.predict
 
-        def fails_on_black(images: list[np.ndarray]) -> list[Any]:
+        def fails_on_black(images: list[np.ndarray], yield_cores: int = 0) -> list[Any]:
             if any(not image.any() for image in images):
                 raise RuntimeError("injected: the network fails on an all-black image")
-            return real_predict(images)
+            return real_predict(images, yield_cores)
 
         monkeypatch.setattr(engine, "predict", fails_on_black)
         first, failing, pair = await asyncio.gather(
