@@ -148,10 +148,11 @@ bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API ke
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
 
 
-def documented(
+async def documented(
     _bearer: object = Security(bearer), _api_key: object = Security(api_key_header)
 ) -> None:
-    """Declares the two ways to send a key, so /docs offers 'Authorize'; RequireKey checks."""
+    """Declares the two ways to send a key, so /docs offers 'Authorize'; RequireKey checks.
+    (async: see app/deps.py)"""
 
 
 @contextmanager

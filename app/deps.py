@@ -1,4 +1,9 @@
-"""Dependencies as `Annotated` aliases, so route signatures stay one line each."""
+"""Dependencies as `Annotated` aliases, so route signatures stay one line each.
+
+Every dependency is an `async def`, though none awaits: FastAPI runs a plain `def` dependency
+on its thread pool, two thread hops per dependency and request (bench/RESULTS.md, latency at
+concurrency 1). They must therefore never block.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,22 @@ from app.settings import Settings
 from app.uploads import ADMISSION
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_service(request: Request) -> Service:
+def loaded_service(request: Request) -> Service:
+    """The app's service; 503 not_ready while the model is loading."""
     service: Service | None = request.app.state.service
     if service is None:
-        retry = str(get_settings(request).retry_after_s)
+        settings: Settings = request.app.state.settings
+        retry = str(settings.retry_after_s)
         raise ApiError(
             503,
             "not_ready",
@@ -36,16 +43,20 @@ def get_service(request: Request) -> Service:
     return service
 
 
-def get_admission(request: Request) -> Admission:
+async def get_service(request: Request) -> Service:
+    return loaded_service(request)
+
+
+async def get_admission(request: Request) -> Admission:
     """The request's admission, made by `app.uploads.UploadRoute` before its body was read."""
     admission: Admission | None = request.scope.get(ADMISSION)
     if admission is None:
-        get_service(request)  # 503 not_ready: the only way an upload route has none
+        loaded_service(request)  # 503 not_ready: the only way an upload route has none
         raise RuntimeError("an upload route without an admission: is its route_class UploadRoute?")
     return admission
 
 
-def get_platform(
+async def get_platform(
     request: Request,
     platform: Annotated[
         str | None,
@@ -58,7 +69,7 @@ def get_platform(
     ] = None,
 ) -> str | None:
     """The platform whose head scores the request's images; None for the default."""
-    info = get_service(request).engine.info
+    info = loaded_service(request).engine.info
     try:
         return info.resolve_platform(platform)
     except ValueError as exc:

@@ -61,7 +61,7 @@ IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def heatmap_options(
+async def heatmap_options(
     alpha: Annotated[
         float,
         Query(ge=0.0, le=1.0, description="Weight of the map over the photo.", examples=[0.6]),
@@ -92,7 +92,7 @@ def heatmap_options(
         ),
     ] = DEFAULT_MAX_SIDE,
 ) -> HeatmapOptions:
-    """The query parameters shared by GET and POST /heatmap."""
+    """The query parameters shared by GET and POST /heatmap (async: see app/deps.py)."""
     return HeatmapOptions(alpha, colormap.value, image_format, mode, max_side)
 
 

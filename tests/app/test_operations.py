@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi.routing import iter_route_contexts
 
 from app.main import create_app
 from app.settings import Settings
@@ -280,3 +282,29 @@ async def test_every_error_has_one_shape_422_included(client: httpx.AsyncClient)
     assert "images" in misnamed.json()["error"]["message"]
     assert "JPEG" in misnamed.json()["error"]["accepted"]  # a route that takes uploads
     assert bad_query.json()["error"]["accepted"] is None
+
+
+def sync_calls(dependant: Any) -> list[str]:
+    """Names of the plain `def` callables in a route's dependency tree (endpoint included)."""
+    found = []
+    call = dependant.call
+    if call is not None:
+        target = call if inspect.isfunction(call) or inspect.ismethod(call) else call.__call__
+        if not inspect.iscoroutinefunction(target):
+            found.append(getattr(call, "__qualname__", repr(call)))
+    for sub in dependant.dependencies:
+        found.extend(sync_calls(sub))
+    return found
+
+
+def test_no_route_runs_a_dependency_on_the_thread_pool(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """FastAPI hops to its thread pool and back for each plain `def` endpoint or dependency on
+    every request; on /score's path that was measured in milliseconds (app/deps.py)."""
+    app = create_app(settings_for())
+    # FastAPI 0.165 (pinned) nests included routers; this is how its own OpenAPI walks them.
+    routes = [route for route in iter_route_contexts(app.routes) if hasattr(route, "dependant")]
+    assert {"/score", "/compare", "/heatmap"} <= {route.path for route in routes}
+    offenders = {route.path: sync_calls(route.dependant) for route in routes}
+    assert {path: calls for path, calls in offenders.items() if calls} == {}
