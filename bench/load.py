@@ -126,9 +126,11 @@ class Server:
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.2)
+        exited = self.process.poll()
         self.stop()
         tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"server did not become ready in {timeout} s; its log ends:\n{tail}")
+        why = f"exited with {exited}" if exited is not None else f"was not ready in {timeout} s"
+        raise RuntimeError(f"the server {why}; its log ends:\n{tail}")
 
     def stop(self) -> None:
         """SIGTERM to the server's whole process group, then SIGKILL to what is left."""
