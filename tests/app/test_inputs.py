@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -252,3 +253,16 @@ async def test_a_missing_field_is_a_422_in_the_error_shape(client: httpx.AsyncCl
     response = await client.post("/compare", files={"image_a": ("a.jpg", jpeg())})
     assert response.status_code == 422
     assert "image_b" in response.json()["error"]["message"]
+
+
+async def test_an_upload_over_a_mebibyte_never_touches_the_disk(
+    client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette spools a file over 1 MiB to a temporary file unless told not to (app.uploads):
+    with no temporary directory to write to, such an upload is still scored."""
+    noise = np.random.default_rng(0).integers(0, 256, (600, 700, 3), dtype=np.uint8)
+    large = encode(noise, "BMP")
+    assert len(large) > 1024 * 1024
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "does-not-exist"))
+    entry = await score(client, large)
+    assert (entry["width"], entry["height"]) == (700, 600)
