@@ -52,9 +52,12 @@ def photo_jpeg(width: int, height: int, seed: int) -> bytes:
 
 
 class Server:
-    """The app in a subprocess with model.images.DECODE_SCALE set before it starts."""
+    """The app in a subprocess with model.images.DECODE_SCALE set before it starts; `root` is
+    the checkout it runs from (another worktree serves an earlier version side by side)."""
 
-    def __init__(self, checkpoint: Path, decode_scale: int, log_path: Path) -> None:
+    def __init__(
+        self, checkpoint: Path, decode_scale: int, log_path: Path, root: Path = ROOT
+    ) -> None:
         self.url = f"http://{HOST}:{free_port()}"
         env = {
             **os.environ,
@@ -67,7 +70,7 @@ class Server:
         code = f"import model.images as m; m.DECODE_SCALE = {decode_scale}; import app.__main__"
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=self._log, stderr=self._log
+            [sys.executable, "-c", code], cwd=root, env=env, stdout=self._log, stderr=self._log
         )
 
     def wait_ready(self, timeout: float = 600.0) -> None:
