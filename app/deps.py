@@ -1,8 +1,8 @@
 """Dependencies as `Annotated` aliases, so route signatures stay one line each.
 
 Every dependency is an `async def`, though none awaits: FastAPI runs a plain `def` dependency
-on its thread pool, two thread hops per dependency and request (bench/RESULTS.md, latency at
-concurrency 1). They must therefore never block.
+on its thread pool, two thread hops per dependency and request (seen in py-spy on /score; the
+latency gain was too small to measure on 2 cores, bench/RESULTS.md). They must never block.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries, headers and small form fields
 # anyway, and the body is already bounded by its route's limit and the upload byte budget, so
 # the disk bought nothing: parsing and reading a body of eight 12 MP photos (27.7 MB) took
 # 76-90 ms against 12-15 in memory (bench/multipart_parse.py), and it needed a writable /tmp.
-# The class attribute is Starlette's override point (tests/app/test_uploads.py checks it holds).
+# The class attribute is Starlette's override point (tests/app/test_inputs.py checks it holds).
 MultiPartParser.spool_max_size = sys.maxsize
 
 

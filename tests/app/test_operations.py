@@ -301,7 +301,7 @@ def test_no_route_runs_a_dependency_on_the_thread_pool(
     settings_for: Callable[..., Settings],
 ) -> None:
     """FastAPI hops to its thread pool and back for each plain `def` endpoint or dependency on
-    every request; on /score's path that was measured in milliseconds (app/deps.py)."""
+    every request (app/deps.py)."""
     app = create_app(settings_for())
     # FastAPI 0.165 (pinned) nests included routers; this is how its own OpenAPI walks them.
     routes = [route for route in iter_route_contexts(app.routes) if hasattr(route, "dependant")]
