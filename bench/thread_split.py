@@ -22,11 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.litserve_compare import load_average
 from bench.load import Level, Server, make_jpegs, run_level
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 async def serve_and_drive(
